@@ -24,7 +24,9 @@ pub enum ParseMacError {
     #[error("mixed separators")]
     MixedSeparators,
     /// The groups between separators have the wrong number of digits for the form used.
-    #[error("wrong group length: expected 6 groups of 2 digits (':' or '-') or 3 groups of 4 ('.')")]
+    #[error(
+        "wrong group length: expected 6 groups of 2 digits (':' or '-') or 3 groups of 4 ('.')"
+    )]
     BadGroups,
     /// The address does not have exactly 6 bytes.
     #[error("expected 6 bytes, found {0}")]

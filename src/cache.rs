@@ -1,0 +1,260 @@
+//! The metadata cache (C1–C5): tags, version and show answers, their age, and the cache file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+/// What is cached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Tags,
+    Version,
+    /// `/api/show` for one model (and verbosity).
+    Show(String),
+}
+
+/// One cached answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub body: String,
+    pub content_type: String,
+    /// Unix seconds when Ollama gave this answer.
+    pub stored_at: u64,
+    /// Marked stale by a pull, create, copy or delete (C3).
+    #[serde(default)]
+    pub invalidated: bool,
+}
+
+impl Entry {
+    pub fn age(&self) -> Duration {
+        Duration::from_secs(unix_now().saturating_sub(self.stored_at))
+    }
+
+    /// Fresh: younger than `max_age` and not invalidated.
+    pub fn is_fresh(&self, max_age: Duration) -> bool {
+        !self.invalidated && self.age() < max_age
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Entries {
+    #[serde(default)]
+    tags: Option<Entry>,
+    #[serde(default)]
+    version: Option<Entry>,
+    #[serde(default)]
+    show: HashMap<String, Entry>,
+}
+
+/// The cache, shared by every request; persisted to CACHE_FILE by a background task.
+pub struct Cache {
+    entries: Mutex<Entries>,
+    changed: Notify,
+    file: Option<PathBuf>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Cache {
+    /// An empty cache, or the one in `file` (a missing, unreadable or corrupt file only warns).
+    pub fn load(file: Option<PathBuf>) -> Self {
+        let entries = file.as_deref().map(read_file).unwrap_or_default();
+        Cache {
+            entries: Mutex::new(entries),
+            changed: Notify::new(),
+            file,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Entry> {
+        let e = self.lock();
+        match key {
+            Key::Tags => e.tags.clone(),
+            Key::Version => e.version.clone(),
+            Key::Show(m) => e.show.get(m).cloned(),
+        }
+    }
+
+    /// Keeps a successful answer from Ollama.
+    pub fn store(&self, key: Key, body: Bytes, content_type: &str) {
+        let Ok(body) = String::from_utf8(body.to_vec()) else {
+            return;
+        };
+        let entry = Entry {
+            body,
+            content_type: content_type.to_string(),
+            stored_at: unix_now(),
+            invalidated: false,
+        };
+        {
+            let mut e = self.lock();
+            match key {
+                Key::Tags => e.tags = Some(entry),
+                Key::Version => e.version = Some(entry),
+                Key::Show(m) => {
+                    e.show.insert(m, entry);
+                }
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// C3: the model list changed on Ollama (pull, create, copy, delete).
+    pub fn invalidate_models(&self) {
+        {
+            let mut e = self.lock();
+            if let Some(t) = e.tags.as_mut() {
+                t.invalidated = true;
+            }
+            e.show.values_mut().for_each(|s| s.invalidated = true);
+        }
+        self.changed.notify_one();
+    }
+
+    /// Writes the cache file now (atomically). No-op without a file.
+    pub async fn flush(&self) {
+        let Some(path) = self.file.clone() else {
+            return;
+        };
+        let snapshot = self.lock().clone();
+        let result = tokio::task::spawn_blocking(move || write_file(&path, &snapshot)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the cache file"),
+            Err(e) => tracing::warn!(error = %e, "cache writer failed"),
+        }
+    }
+
+    /// Persists every change until `stop` is cancelled, then once more.
+    pub async fn persist(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if self.file.is_none() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = self.changed.notified() => self.flush().await,
+                _ = stop.cancelled() => break,
+            }
+        }
+        self.flush().await;
+    }
+}
+
+fn read_file(path: &Path) -> Entries {
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(entries) => {
+                tracing::info!(path = %path.display(), "loaded the metadata cache");
+                entries
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring a corrupt cache file");
+                Entries::default()
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Entries::default(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the cache file; starting empty");
+            Entries::default()
+        }
+    }
+}
+
+/// Temp file in the same directory, fsync, rename, fsync the directory.
+fn write_file(path: &Path, entries: &Entries) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile_in(dir, path)?;
+    let json = serde_json::to_vec(entries).map_err(std::io::Error::other)?;
+    tmp.1.write_all(&json)?;
+    tmp.1.sync_all()?;
+    std::fs::rename(&tmp.0, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn tempfile_in(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("cache");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let file = std::fs::File::create(&tmp)?;
+    Ok((tmp, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let cache = Cache::load(Some(path.clone()));
+        assert!(cache.get(&Key::Tags).is_none());
+        cache.store(
+            Key::Tags,
+            Bytes::from_static(br#"{"models":[]}"#),
+            "application/json",
+        );
+        cache.store(
+            Key::Show("m:latest".into()),
+            Bytes::from_static(b"{}"),
+            "application/json",
+        );
+        cache.flush().await;
+        let again = Cache::load(Some(path));
+        assert_eq!(again.get(&Key::Tags).unwrap().body, r#"{"models":[]}"#);
+        assert!(again.get(&Key::Show("m:latest".into())).is_some());
+        assert!(again
+            .get(&Key::Tags)
+            .unwrap()
+            .is_fresh(Duration::from_secs(60)));
+        again.invalidate_models();
+        assert!(!again
+            .get(&Key::Tags)
+            .unwrap()
+            .is_fresh(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn corrupt_or_unreadable_file_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(Cache::load(Some(path)).get(&Key::Tags).is_none());
+        assert!(Cache::load(Some(dir.path().to_path_buf()))
+            .get(&Key::Tags)
+            .is_none());
+    }
+
+    #[test]
+    fn age_and_freshness() {
+        let e = Entry {
+            body: String::new(),
+            content_type: String::new(),
+            stored_at: unix_now() - 100,
+            invalidated: false,
+        };
+        assert!(e.age() >= Duration::from_secs(100));
+        assert!(!e.is_fresh(Duration::from_secs(60)));
+        assert!(e.is_fresh(Duration::from_secs(600)));
+    }
+}

@@ -1,0 +1,161 @@
+//! The `wake` and `health` subcommands (K2, K3): one-shot tools that print what they did.
+#![allow(clippy::print_stdout)]
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::cli::{HealthArgs, WakeCmdArgs};
+use crate::config::{ConfigError, OllamaConfig, WakeConfig};
+use crate::wake::Waker;
+
+/// Exit code for bad usage or configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Prints a configuration error as one line and returns exit code 2.
+pub fn usage_error(err: &ConfigError) -> ExitCode {
+    eprintln!("ollama-proxy: {err}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn http_client(connect: Duration, total: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(connect)
+        .timeout(total)
+        .build()
+        .unwrap_or_default()
+}
+
+/// `ollama-proxy wake`: one wake with every configured method; with `--wait`, poll Ollama.
+pub async fn wake(args: WakeCmdArgs) -> ExitCode {
+    let (wake_cfg, ollama) = match (
+        WakeConfig::from_args(&args.wake),
+        OllamaConfig::from_args(&args.ollama),
+    ) {
+        (Ok(w), Ok(o)) => (w, o),
+        (Err(e), _) | (_, Err(e)) => return usage_error(&e),
+    };
+    if !wake_cfg.is_enabled() {
+        eprintln!(
+            "ollama-proxy: nothing to send: set --mac (WOL_MAC) and/or --wake-url (WAKE_URL)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let waker = match Waker::new(&wake_cfg) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("ollama-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(m) = &wake_cfg.magic {
+        println!(
+            "waking {} (UDP port {}{})",
+            m.mac,
+            m.sender.port,
+            m.sender
+                .interface
+                .as_ref()
+                .map(|i| format!(", interface {i}"))
+                .unwrap_or_default()
+        );
+    }
+    let outcomes = waker.wake_all().await;
+    for o in &outcomes {
+        println!("{o}");
+    }
+    if !outcomes.iter().any(|o| o.is_ok()) {
+        eprintln!("ollama-proxy: every wake method failed");
+        return ExitCode::FAILURE;
+    }
+    if !args.wait {
+        return ExitCode::SUCCESS;
+    }
+    wait_for_ollama(&ollama).await
+}
+
+async fn wait_for_ollama(ollama: &OllamaConfig) -> ExitCode {
+    let url = ollama.upstream.url("/api/version");
+    let probe_timeout = ollama.connect_timeout.max(Duration::from_secs(1));
+    let client = http_client(ollama.connect_timeout, probe_timeout);
+    let start = Instant::now();
+    let mut last_report = Duration::ZERO;
+    println!(
+        "waiting up to {} for Ollama at {url}",
+        humantime::format_duration(ollama.wake_timeout)
+    );
+    while start.elapsed() < ollama.wake_timeout {
+        let attempt = Instant::now();
+        if let Ok(resp) = client.get(&url).send().await {
+            if resp.status().is_success() {
+                let body = resp.text().await.unwrap_or_default();
+                println!(
+                    "Ollama answered after {:.1}s: {}",
+                    start.elapsed().as_secs_f64(),
+                    body.trim()
+                );
+                return ExitCode::SUCCESS;
+            }
+        }
+        let elapsed = start.elapsed();
+        if elapsed - last_report >= Duration::from_secs(5) {
+            last_report = elapsed;
+            println!("  still waiting… {}s", elapsed.as_secs());
+        }
+        let pause = Duration::from_millis(500).saturating_sub(attempt.elapsed());
+        let left = ollama.wake_timeout.saturating_sub(start.elapsed());
+        tokio::time::sleep(pause.min(left)).await;
+    }
+    eprintln!(
+        "ollama-proxy: Ollama did not answer within {} (WAKE_TIMEOUT)",
+        humantime::format_duration(ollama.wake_timeout)
+    );
+    ExitCode::FAILURE
+}
+
+/// `ollama-proxy health`: exit 0 when the proxy's `/health` says healthy.
+pub async fn health(args: HealthArgs) -> ExitCode {
+    let url = match &args.url {
+        Some(u) => u.clone(),
+        None => match args.port.trim().parse::<u16>() {
+            Ok(p) => format!("http://127.0.0.1:{p}/health"),
+            Err(e) => {
+                return usage_error(&ConfigError {
+                    flag: "--port",
+                    env: "PORT",
+                    value: Some(args.port.clone()),
+                    reason: e.to_string(),
+                })
+            }
+        },
+    };
+    let client = http_client(Duration::from_secs(2), Duration::from_secs(5));
+    let result = async {
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| crate::error::chain(&e))?;
+        let healthy = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .is_some_and(|v| v["status"] == "healthy");
+        if status.is_success() && healthy {
+            Ok(body)
+        } else {
+            Err(format!("HTTP {status}: {}", body.trim()))
+        }
+    }
+    .await;
+    match result {
+        Ok(body) => {
+            println!("{}", body.trim());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ollama-proxy: unhealthy: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Performs the backend machine's actions: the queue of held requests, wake cycles, probes (B3, H1–H5).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Action, Event, Machine, State};
+use crate::error::ProxyError;
+use crate::upstream::Client;
+use crate::wake::Waker;
+
+/// Interval between wake-cycle probes of `GET /api/version`.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// Interval between magic-packet bursts during a wake cycle.
+const RESEND_INTERVAL: Duration = Duration::from_secs(3);
+/// Past wake durations kept for `Retry-After`.
+const HISTORY: usize = 8;
+
+/// What caused a wake: for the log.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    pub method: String,
+    pub path: String,
+    pub client: SocketAddr,
+}
+
+/// The answer a held request gets.
+#[derive(Debug)]
+pub enum Release {
+    /// Ollama is up: connect, then send `()` on the channel so the next held request may go.
+    Go(oneshot::Sender<()>),
+    /// The wake failed or the proxy is stopping.
+    Fail(ProxyError),
+}
+
+struct Held {
+    id: u64,
+    tx: oneshot::Sender<Release>,
+}
+
+struct Inner {
+    machine: Machine,
+    queue: VecDeque<Held>,
+    next_id: u64,
+    history: VecDeque<Duration>,
+    stopping: bool,
+    cause: Option<Cause>,
+}
+
+/// Settings the driver needs.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub wake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub probe_timeout: Duration,
+    pub wake_interval: Duration,
+    pub max_queue: usize,
+}
+
+/// The backend's state, its held requests and its wake cycles.
+pub struct Driver {
+    inner: Mutex<Inner>,
+    waker: Option<Arc<Waker>>,
+    client: Arc<Client>,
+    cfg: DriverConfig,
+    shutdown: CancellationToken,
+}
+
+/// A place in the queue. Dropping it (the client left) removes the request: it is never forwarded.
+pub struct Ticket {
+    id: u64,
+    rx: Option<oneshot::Receiver<Release>>,
+    driver: Arc<Driver>,
+}
+
+impl Ticket {
+    /// Waits for the release (no timeout here: the wake cycle always ends in release or failure).
+    pub async fn wait(mut self) -> Result<oneshot::Sender<()>, ProxyError> {
+        let rx = self.rx.take();
+        match rx {
+            Some(rx) => match rx.await {
+                Ok(Release::Go(ack)) => Ok(ack),
+                Ok(Release::Fail(e)) => Err(e),
+                Err(_) => Err(ProxyError::ShuttingDown),
+            },
+            None => Err(ProxyError::ShuttingDown),
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.rx.is_some() {
+            self.driver.lock().queue.retain(|h| h.id != self.id);
+        }
+    }
+}
+
+impl Driver {
+    pub fn new(
+        waker: Option<Arc<Waker>>,
+        client: Arc<Client>,
+        cfg: DriverConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Driver {
+            inner: Mutex::new(Inner {
+                machine: Machine::default(),
+                queue: VecDeque::new(),
+                next_id: 0,
+                history: VecDeque::new(),
+                stopping: false,
+                cause: None,
+            }),
+            waker,
+            client,
+            cfg,
+            shutdown,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn state(&self) -> State {
+        self.lock().machine.state()
+    }
+
+    /// Number of requests held now.
+    pub fn held(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub fn can_wake(&self) -> bool {
+        self.waker.is_some()
+    }
+
+    /// Ollama answered something.
+    pub fn answered(self: &Arc<Self>) {
+        let action = self.lock().machine.on(Event::Answered, Instant::now());
+        self.perform(action);
+    }
+
+    /// A connect failed or data went unacknowledged: Ollama is asleep, pooled connections are stale.
+    pub fn unreachable(&self) {
+        self.lock().machine.on(Event::Unreachable, Instant::now());
+        self.client.clear_pool();
+    }
+
+    /// W4: sends a wake now, without waiting, when Ollama has not been heard from for WAKE_INTERVAL.
+    pub fn early_wake(&self, cause: &Cause) {
+        let Some(waker) = &self.waker else { return };
+        if !self
+            .lock()
+            .machine
+            .early_wake_due(Instant::now(), self.cfg.wake_interval)
+        {
+            return;
+        }
+        tracing::info!(method = %cause.method, path = %cause.path, client = %cause.client,
+            "not heard from Ollama for WAKE_INTERVAL: sending a wake alongside the request");
+        let waker = Arc::clone(waker);
+        tokio::spawn(async move {
+            for outcome in waker.wake_all().await {
+                log_outcome(&outcome);
+            }
+        });
+    }
+
+    /// `Retry-After` seconds: the mean of recent wake durations, or half the wake timeout.
+    pub fn retry_after(&self) -> u64 {
+        let inner = self.lock();
+        let est = if inner.history.is_empty() {
+            self.cfg.wake_timeout / 2
+        } else {
+            inner.history.iter().sum::<Duration>() / inner.history.len() as u32
+        };
+        est.as_secs_f64().ceil().max(1.0) as u64
+    }
+
+    /// H1: holds a request and starts (or joins) a wake cycle.
+    pub fn hold(self: &Arc<Self>, cause: &Cause) -> Result<Ticket, ProxyError> {
+        if self.waker.is_none() {
+            return Err(ProxyError::Unreachable("not answering".into()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let (id, action) = {
+            let mut inner = self.lock();
+            if inner.stopping {
+                return Err(ProxyError::ShuttingDown);
+            }
+            if inner.queue.len() >= self.cfg.max_queue {
+                drop(inner);
+                return Err(ProxyError::QueueFull(
+                    self.cfg.max_queue,
+                    self.retry_after(),
+                ));
+            }
+            inner.next_id += 1;
+            let id = inner.next_id;
+            inner.queue.push_back(Held { id, tx });
+            let action = inner.machine.on(Event::WakeNeeded, Instant::now());
+            if action.is_some() {
+                inner.cause = Some(cause.clone());
+            }
+            (id, action)
+        };
+        self.perform(action);
+        Ok(Ticket {
+            id,
+            rx: Some(rx),
+            driver: Arc::clone(self),
+        })
+    }
+
+    /// D3: answers every held request with 503 and refuses new ones.
+    pub fn stop(&self) {
+        let queue = {
+            let mut inner = self.lock();
+            inner.stopping = true;
+            std::mem::take(&mut inner.queue)
+        };
+        for held in queue {
+            let _ = held.tx.send(Release::Fail(ProxyError::ShuttingDown));
+        }
+    }
+
+    fn perform(self: &Arc<Self>, action: Option<Action>) {
+        match action {
+            None => {}
+            Some(Action::StartCycle { cycle }) => {
+                tokio::spawn(Arc::clone(self).run_cycle(cycle));
+            }
+            Some(Action::Release { took }) => {
+                let queue = {
+                    let mut inner = self.lock();
+                    inner.history.push_back(took);
+                    if inner.history.len() > HISTORY {
+                        inner.history.pop_front();
+                    }
+                    std::mem::take(&mut inner.queue)
+                };
+                tracing::info!(
+                    took_ms = took.as_millis() as u64,
+                    held = queue.len(),
+                    "Ollama is awake"
+                );
+                let connect_timeout = self.cfg.connect_timeout;
+                tokio::spawn(release(queue, connect_timeout));
+            }
+            Some(Action::FailHeld) => {
+                let queue = std::mem::take(&mut self.lock().queue);
+                let retry = self.retry_after();
+                let reason = format!(
+                    "no answer {} after the wake",
+                    humantime::format_duration(self.cfg.wake_timeout)
+                );
+                tracing::warn!(held = queue.len(), wake_timeout = ?self.cfg.wake_timeout, "Ollama did not wake in time");
+                for held in queue {
+                    let _ = held
+                        .tx
+                        .send(Release::Fail(ProxyError::Asleep(reason.clone(), retry)));
+                }
+            }
+        }
+    }
+
+    /// One wake cycle: wake with every method, re-send magic packets, probe until an answer or timeout.
+    async fn run_cycle(self: Arc<Self>, cycle: u64) {
+        let started = Instant::now();
+        let Some(waker) = self.waker.clone() else {
+            return;
+        };
+        if let Some(c) = self.lock().cause.take() {
+            tracing::info!(cycle, method = %c.method, path = %c.path, client = %c.client, "waking Ollama");
+        }
+        let w = Arc::clone(&waker);
+        tokio::spawn(async move {
+            for outcome in w.wake_all().await {
+                log_outcome(&outcome);
+            }
+        });
+        let deadline = tokio::time::Instant::from_std(started + self.cfg.wake_timeout);
+        let mut resend = tokio::time::interval_at(
+            tokio::time::Instant::now() + RESEND_INTERVAL,
+            RESEND_INTERVAL,
+        );
+        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (found_tx, mut found_rx) = mpsc::channel::<()>(1);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    let action = self.lock().machine.on(Event::CycleTimedOut { cycle }, Instant::now());
+                    self.perform(action);
+                    return;
+                }
+                _ = self.shutdown.cancelled() => return,
+                Some(()) = found_rx.recv() => {
+                    tracing::info!(cycle, took_ms = started.elapsed().as_millis() as u64, "wake cycle done");
+                    self.answered();
+                    return;
+                }
+                _ = resend.tick(), if waker.has_magic() => {
+                    let w = Arc::clone(&waker);
+                    tokio::spawn(async move {
+                        if let Some(o) = w.send_magic().await { log_outcome(&o) }
+                    });
+                }
+                _ = probe.tick() => {
+                    if self.state() != State::Waking {
+                        return; // something else heard Ollama; the release already happened
+                    }
+                    let found = found_tx.clone();
+                    let client = Arc::clone(&self.client);
+                    let limit = self.cfg.probe_timeout;
+                    tokio::spawn(async move {
+                        if tokio::time::timeout(limit, probe_once(&client)).await == Ok(true) {
+                            let _ = found.try_send(());
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// H2: lets held requests go in arrival order, each after the previous one has its connection.
+async fn release(queue: VecDeque<Held>, connect_timeout: Duration) {
+    for held in queue {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if held.tx.send(Release::Go(ack_tx)).is_ok() {
+            let _ = tokio::time::timeout(connect_timeout, ack_rx).await;
+        }
+    }
+}
+
+/// `GET /api/version` on a new connection; true on a 2xx answer.
+async fn probe_once(client: &Client) -> bool {
+    use http_body_util::BodyExt;
+    let Ok(sender) = client.connect().await else {
+        return false;
+    };
+    let conn = crate::upstream::Conn::fresh(sender);
+    let req = hyper::Request::get(client.upstream().url_path("/api/version"))
+        .header(hyper::header::HOST, client.upstream().authority.as_str())
+        .body(axum::body::Body::empty());
+    let Ok(req) = req else { return false };
+    match client.send(conn, req).await {
+        Ok(resp) if resp.status().is_success() => resp.into_body().collect().await.is_ok(),
+        _ => false,
+    }
+}
+
+fn log_outcome(outcome: &crate::wake::Outcome) {
+    if outcome.is_ok() {
+        tracing::info!("{outcome}");
+    } else {
+        tracing::warn!("{outcome}");
+    }
+}

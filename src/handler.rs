@@ -1,0 +1,313 @@
+//! The request handler: `/health`, cached metadata (C1–C4) and forwarding of everything else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, Method, Response, StatusCode};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+use crate::body::{OnEnd, ReqBody};
+use crate::cache::{Cache, Entry, Key};
+use crate::config::Config;
+use crate::driver::{Cause, Driver};
+use crate::error::ProxyError;
+use crate::models;
+use crate::proxy::{self, Failure, Outgoing, Timeouts};
+use crate::routes::{self, Patience, Route};
+use crate::upstream::Client;
+
+/// Largest answer kept in the cache.
+const CAPTURE_LIMIT: usize = 8 << 20;
+
+/// Everything a request needs.
+pub struct App {
+    pub cfg: Config,
+    pub driver: Arc<Driver>,
+    pub client: Arc<Client>,
+    pub cache: Arc<Cache>,
+    pub timeouts: Timeouts,
+}
+
+type Resp = Response<Body>;
+
+pub async fn handle(
+    State(app): State<Arc<App>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Resp {
+    let route = routes::route(req.method(), req.uri().path());
+    let openai = routes::is_openai(req.uri().path());
+    let result = match route {
+        Route::Health => Ok(health(&app)),
+        Route::Root | Route::Ps => Ok(always(&app, req, client, route).await),
+        Route::Work => work(&app, req, client).await,
+        _ => meta(&app, req, client, route).await,
+    };
+    result.unwrap_or_else(|e| e.into_response_for(openai))
+}
+
+fn health(app: &App) -> Resp {
+    let body = json!({"status": "healthy", "backend": app.driver.state().as_str(), "held": app.driver.held()});
+    axum::Json(body).into_response()
+}
+
+async fn prepare(app: &App, req: Request, client: SocketAddr) -> Result<Outgoing, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body = ReqBody::read(body, length, app.cfg.max_held_body)
+        .await
+        .map_err(|e| ProxyError::BadRequest(format!("cannot read the request body: {e}")))?;
+    let cause = Cause {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        client,
+    };
+    let patience = routes::patience(parts.uri.path());
+    Ok(Outgoing::new(
+        &parts,
+        body,
+        cause,
+        &app.client.upstream().authority,
+        patience,
+    ))
+}
+
+async fn send(
+    app: &App,
+    out: &mut Outgoing,
+    may_wake: bool,
+) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+    proxy::forward(&app.driver, &app.client, app.timeouts, out, may_wake).await
+}
+
+fn respond(
+    app: &App,
+    resp: hyper::Response<hyper::body::Incoming>,
+    capture: usize,
+    on_end: Option<OnEnd>,
+) -> Resp {
+    proxy::respond(resp, app.timeouts.model, capture, on_end)
+}
+
+/// R3: forward, waking Ollama when needed.
+async fn work(app: &App, req: Request, client: SocketAddr) -> Result<Resp, ProxyError> {
+    let changes = routes::changes_models(req.method(), req.uri().path());
+    let mut out = prepare(app, req, client).await?;
+    let resp = send(app, &mut out, true)
+        .await
+        .map_err(unreachable_is_502)?;
+    let on_end: Option<OnEnd> = (changes && resp.status().is_success()).then(|| {
+        let cache = Arc::clone(&app.cache);
+        Box::new(move |_: Option<Bytes>| cache.invalidate_models()) as OnEnd
+    });
+    Ok(respond(app, resp, 0, on_end))
+}
+
+fn unreachable_is_502(f: Failure) -> ProxyError {
+    match f {
+        Failure::Unreachable(why) => ProxyError::Unreachable(why),
+        Failure::Error(e) => e,
+    }
+}
+
+/// `/` and `/api/ps`: Ollama's answer when it is awake, a synthesized one otherwise (C1).
+async fn always(app: &App, req: Request, client: SocketAddr, route: Route) -> Resp {
+    let synthesized = || match route {
+        Route::Ps => axum::Json(json!({"models": []})).into_response(),
+        _ => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Ollama is running",
+        )
+            .into_response(),
+    };
+    if app.driver.state().holds() {
+        return synthesized();
+    }
+    let forwarded = async {
+        let mut out = prepare(app, req, client).await?;
+        send(app, &mut out, false).await.map_err(unreachable_is_502)
+    };
+    match forwarded.await {
+        Ok(resp) => respond(app, resp, 0, None),
+        Err(e) => {
+            tracing::debug!(error = %e, "answering for a sleeping Ollama");
+            synthesized()
+        }
+    }
+}
+
+/// R2: cached metadata (C2), forwarded while Ollama is awake, waking only when nothing is cached (C4).
+async fn meta(
+    app: &App,
+    req: Request,
+    client: SocketAddr,
+    route: Route,
+) -> Result<Resp, ProxyError> {
+    let mut out = prepare(app, req, client).await?;
+    let key = match &route {
+        Route::Version => Key::Version,
+        Route::Show => match show_key(&out.body) {
+            Some(k) => k,
+            None => return forward_and_keep(app, &mut out, None, true).await,
+        },
+        _ => Key::Tags,
+    };
+    let derived = matches!(route, Route::V1Models | Route::V1Model(_));
+    let Some(entry) = app.cache.get(&key) else {
+        // C4: nothing cached: this may wake Ollama.
+        if derived {
+            let tags = fetch_tags(app, out.cause.clone(), true)
+                .await
+                .map_err(unreachable_is_502)?;
+            return Ok(openai_models(app, &route, &tags));
+        }
+        return forward_and_keep(app, &mut out, Some(key), true).await;
+    };
+    let fresh_list = key == Key::Tags && entry.is_fresh(app.cfg.cache_duration);
+    if fresh_list || app.driver.state().holds() {
+        return Ok(from_cache(app, &route, &entry));
+    }
+    if derived {
+        return Ok(match fetch_tags(app, out.cause.clone(), false).await {
+            Ok(tags) => openai_models(app, &route, &tags),
+            Err(_) => from_cache(app, &route, &entry),
+        });
+    }
+    match forward_and_keep(app, &mut out, Some(key), false).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            tracing::debug!(error = %e, "Ollama did not answer; serving the cached copy");
+            Ok(from_cache(app, &route, &entry))
+        }
+    }
+}
+
+/// Forwards and keeps a successful answer in the cache under `key`.
+async fn forward_and_keep(
+    app: &App,
+    out: &mut Outgoing,
+    key: Option<Key>,
+    may_wake: bool,
+) -> Result<Resp, ProxyError> {
+    let is_head = out.method == Method::HEAD;
+    let resp = send(app, out, may_wake).await.map_err(unreachable_is_502)?;
+    let keep = key.filter(|_| resp.status() == StatusCode::OK && !is_head);
+    let Some(key) = keep else {
+        return Ok(respond(app, resp, 0, None));
+    };
+    let content_type = content_type(resp.headers());
+    let cache = Arc::clone(&app.cache);
+    let on_end: OnEnd = Box::new(move |body| {
+        if let Some(body) = body {
+            cache.store(key, body, &content_type);
+        }
+    });
+    Ok(respond(app, resp, CAPTURE_LIMIT, Some(on_end)))
+}
+
+fn content_type(h: &axum::http::HeaderMap) -> String {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json; charset=utf-8")
+        .to_string()
+}
+
+/// `GET /api/tags` on behalf of `/v1/models`: stored, then returned.
+async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Failure> {
+    let mut headers = axum::http::HeaderMap::new();
+    crate::headers::upstream_request(
+        &mut headers,
+        cause.client.ip(),
+        &app.client.upstream().authority,
+    );
+    let mut out = Outgoing {
+        method: Method::GET,
+        path_and_query: "/api/tags".into(),
+        headers,
+        body: ReqBody::Buffered(Bytes::new()),
+        cause,
+        patience: Patience::Simple,
+    };
+    let resp = send(app, &mut out, may_wake).await?;
+    let status = resp.status();
+    let ct = content_type(resp.headers());
+    let body = tokio::time::timeout(app.timeouts.model, resp.into_body().collect())
+        .await
+        .map_err(|_| ProxyError::Timeout {
+            option: "--model-timeout (MODEL_TIMEOUT_SECONDS)",
+            after: app.timeouts.model,
+        })?
+        .map_err(|e| ProxyError::Upstream(e.to_string()))?
+        .to_bytes();
+    if status != StatusCode::OK {
+        return Err(ProxyError::Upstream(format!("/api/tags answered {status}")).into());
+    }
+    app.cache.store(Key::Tags, body, &ct);
+    app.cache
+        .get(&Key::Tags)
+        .ok_or_else(|| ProxyError::Upstream("/api/tags answer is not text".into()).into())
+}
+
+/// `/api/show` is cached per model and verbosity.
+fn show_key(body: &ReqBody) -> Option<Key> {
+    let ReqBody::Buffered(bytes) = body else {
+        return None;
+    };
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let model = v.get("model").or_else(|| v.get("name"))?.as_str()?;
+    let verbose = v.get("verbose").and_then(Value::as_bool).unwrap_or(false);
+    Some(Key::Show(format!(
+        "{model}{}",
+        if verbose { " verbose" } else { "" }
+    )))
+}
+
+fn cache_headers(app: &App, entry: &Entry, resp: &mut Resp) {
+    let h = resp.headers_mut();
+    h.insert(header::AGE, HeaderValue::from(entry.age().as_secs()));
+    let label = if entry.is_fresh(app.cfg.cache_duration) {
+        "fresh"
+    } else {
+        "stale"
+    };
+    h.insert("x-ollama-proxy-cache", HeaderValue::from_static(label));
+}
+
+fn from_cache(app: &App, route: &Route, entry: &Entry) -> Resp {
+    if matches!(route, Route::V1Models | Route::V1Model(_)) {
+        return openai_models(app, route, entry);
+    }
+    let mut resp = Response::new(Body::from(entry.body.clone()));
+    if let Ok(ct) = HeaderValue::from_str(&entry.content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    cache_headers(app, entry, &mut resp);
+    resp
+}
+
+fn openai_models(app: &App, route: &Route, tags: &Entry) -> Resp {
+    let body = match route {
+        Route::V1Model(id) => models::find(&tags.body, id),
+        _ => models::list(&tags.body),
+    };
+    let mut resp = match (body, route) {
+        (Some(v), _) => axum::Json(v).into_response(),
+        (None, Route::V1Model(id)) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"message": format!("model '{id}' not found"), "type": "not_found_error", "param": null, "code": null}})),
+        )
+            .into_response(),
+        (None, _) => return ProxyError::Upstream("cached /api/tags is not a model list".into()).into_response_for(true),
+    };
+    cache_headers(app, tags, &mut resp);
+    resp
+}

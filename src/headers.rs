@@ -1,0 +1,98 @@
+//! Header rewriting for forwarding (F2): hop-by-hop removal, `Host`, `X-Forwarded-For`/`-Proto`.
+
+use std::net::IpAddr;
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+
+/// RFC 9110 §7.6.1 connection-specific fields (plus the old `Keep-Alive`/`Proxy-Connection`).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Removes hop-by-hop fields, including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Request headers as sent to Ollama.
+pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, authority: &str) {
+    strip_hop_by_hop(headers);
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+        _ => client.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        if !headers.contains_key("x-forwarded-host") {
+            headers.insert("x-forwarded-host", host);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(authority) {
+        headers.insert(header::HOST, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_request_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("proxy.lan:11434"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://webui.lan"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
+        upstream_request(&mut h, "192.168.1.20".parse().unwrap(), "desk.lan:11434");
+        assert_eq!(h[header::HOST], "desk.lan:11434");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9, 192.168.1.20");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "proxy.lan:11434");
+        assert_eq!(h[header::AUTHORIZATION], "Bearer x");
+        assert_eq!(h[header::ORIGIN], "http://webui.lan");
+        for gone in [
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "transfer-encoding",
+            "te",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+    }
+}

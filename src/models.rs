@@ -1,0 +1,128 @@
+//! `/v1/models` and `/v1/models/{id}` derived from a cached `/api/tags` answer, in Ollama's shape.
+
+use serde_json::{json, Value};
+
+/// One OpenAI model object for a tags entry.
+fn model_object(m: &Value) -> Option<Value> {
+    let name = m.get("name").or_else(|| m.get("model"))?.as_str()?;
+    let created = m
+        .get("modified_at")
+        .and_then(Value::as_str)
+        .and_then(rfc3339_unix)
+        .unwrap_or(0);
+    Some(json!({"id": name, "object": "model", "created": created, "owned_by": owner(name)}))
+}
+
+/// The namespace of a model name: `library` when none (`llama3:8b`), else the part before the model.
+fn owner(name: &str) -> String {
+    let base = name.split(':').next().unwrap_or(name);
+    let parts: Vec<&str> = base.split('/').collect();
+    match parts.len() {
+        0 | 1 => "library".into(),
+        n => parts[n - 2].into(),
+    }
+}
+
+/// `{"object":"list","data":[...]}` from a tags body.
+pub fn list(tags: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(tags).ok()?;
+    let data: Vec<Value> = v
+        .get("models")?
+        .as_array()?
+        .iter()
+        .filter_map(model_object)
+        .collect();
+    Some(json!({"object": "list", "data": data}))
+}
+
+/// The model `id` (with or without `:latest`) from a tags body; `None` when absent.
+pub fn find(tags: &str, id: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(tags).ok()?;
+    let with_tag = if id.contains(':') {
+        id.to_string()
+    } else {
+        format!("{id}:latest")
+    };
+    v.get("models")?
+        .as_array()?
+        .iter()
+        .find(|m| {
+            let n = m.get("name").and_then(Value::as_str).unwrap_or_default();
+            n == id || n == with_tag
+        })
+        .and_then(model_object)
+}
+
+/// Unix seconds of an RFC 3339 timestamp such as `2024-06-01T10:11:12.123456789-07:00`.
+pub fn rfc3339_unix(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(frac.len());
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 => {
+            let sign = match &rest[..1] {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
+                + rest.get(4..6)?.parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAGS: &str = r#"{"models":[
+        {"name":"llama3.2:latest","model":"llama3.2:latest","modified_at":"2024-06-01T10:11:12.123456789-07:00"},
+        {"name":"jmorgan/coder:7b","model":"jmorgan/coder:7b","modified_at":"1970-01-01T00:00:10Z"}]}"#;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_unix("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339_unix("2024-06-01T17:11:12Z"), Some(1_717_261_872));
+        assert_eq!(
+            rfc3339_unix("2024-06-01T10:11:12.123456789-07:00"),
+            Some(1_717_261_872)
+        );
+        assert_eq!(rfc3339_unix("garbage"), None);
+    }
+
+    #[test]
+    fn list_and_find() {
+        let l = list(TAGS).unwrap();
+        assert_eq!(l["object"], "list");
+        assert_eq!(
+            l["data"][0],
+            json!({"id":"llama3.2:latest","object":"model","created":1_717_261_872,"owned_by":"library"})
+        );
+        assert_eq!(l["data"][1]["owned_by"], "jmorgan");
+        assert_eq!(find(TAGS, "llama3.2").unwrap()["id"], "llama3.2:latest");
+        assert_eq!(find(TAGS, "jmorgan/coder:7b").unwrap()["created"], 10);
+        assert!(find(TAGS, "nope").is_none());
+    }
+}

@@ -1,0 +1,206 @@
+//! Forwarding one request to Ollama (F1–F5, T1, H1): connect, hold and replay when asleep, time out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Response};
+use hyper::body::Incoming;
+
+use crate::body::{OnEnd, ReqBody, UpstreamBody};
+use crate::driver::{Cause, Driver};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::routes::Patience;
+use crate::upstream::{Client, SendFailure};
+
+/// How many times one request may be held (a released request whose connect fails again is held
+/// once more; after that it gets 503).
+const MAX_HOLDS: u32 = 2;
+/// Immediate retries on a pooled connection that the server had closed.
+const MAX_STALE_RETRIES: u32 = 3;
+
+/// The timeouts of T1.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub simple: Duration,
+    pub model: Duration,
+}
+
+impl Timeouts {
+    /// Limit to response headers, and the option that sets it.
+    fn headers(&self, p: Patience) -> (Duration, &'static str) {
+        match p {
+            Patience::Simple => (self.simple, "--timeout (TIMEOUT_SECONDS)"),
+            Patience::Model => (self.model, "--model-timeout (MODEL_TIMEOUT_SECONDS)"),
+        }
+    }
+}
+
+/// A request on its way to Ollama.
+pub struct Outgoing {
+    pub method: Method,
+    /// Path and query as the client sent them.
+    pub path_and_query: String,
+    /// Already rewritten for Ollama.
+    pub headers: HeaderMap,
+    pub body: ReqBody,
+    pub cause: Cause,
+    pub patience: Patience,
+}
+
+/// Why forwarding did not produce Ollama's answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// Ollama could not be reached and the request was not allowed to wake it.
+    Unreachable(String),
+    /// An error for the client.
+    Error(ProxyError),
+}
+
+impl From<ProxyError> for Failure {
+    fn from(e: ProxyError) -> Self {
+        Failure::Error(e)
+    }
+}
+
+impl Outgoing {
+    pub fn new(
+        parts: &axum::http::request::Parts,
+        body: ReqBody,
+        cause: Cause,
+        authority: &str,
+        patience: Patience,
+    ) -> Self {
+        let mut h = parts.headers.clone();
+        headers::upstream_request(&mut h, cause.client.ip(), authority);
+        Outgoing {
+            method: parts.method.clone(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string(),
+            headers: h,
+            body,
+            cause,
+            patience,
+        }
+    }
+
+    fn request(&mut self, client: &Client) -> Result<hyper::Request<Body>, ProxyError> {
+        let mut req = hyper::Request::builder()
+            .method(self.method.clone())
+            .uri(client.upstream().url_path(&self.path_and_query))
+            .body(self.body.take())
+            .map_err(|e| ProxyError::Upstream(format!("cannot build the request: {e}")))?;
+        *req.headers_mut() = self.headers.clone();
+        Ok(req)
+    }
+}
+
+/// Sends `out` to Ollama. With `may_wake`, an asleep or unreachable Ollama holds the request, wakes
+/// Ollama and replays; without, it returns [`Failure::Unreachable`].
+pub async fn forward(
+    driver: &Arc<Driver>,
+    client: &Client,
+    timeouts: Timeouts,
+    out: &mut Outgoing,
+    may_wake: bool,
+) -> Result<hyper::Response<Incoming>, Failure> {
+    let may_wake = may_wake && driver.can_wake();
+    let mut holds = 0;
+    let mut stale_retries = 0;
+    let mut must_hold = may_wake && driver.state().holds();
+    if may_wake && !must_hold {
+        driver.early_wake(&out.cause);
+    }
+    loop {
+        let mut ack = None;
+        if must_hold {
+            if holds >= MAX_HOLDS {
+                return Err(ProxyError::Asleep(
+                    "Ollama was unreachable again after waking".into(),
+                    driver.retry_after(),
+                )
+                .into());
+            }
+            holds += 1;
+            let ticket = driver.hold(&out.cause)?;
+            tracing::debug!(path = %out.path_and_query, "held until Ollama wakes");
+            ack = Some(ticket.wait().await?);
+        }
+        let conn = if out.body.replayable() {
+            client.checkout().await
+        } else {
+            // A body that can be sent only once never goes on a connection that may be stale.
+            client.connect().await.map(crate::upstream::Conn::fresh)
+        };
+        if let Some(ack) = ack {
+            let _ = ack.send(());
+        }
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                driver.unreachable();
+                if may_wake {
+                    tracing::debug!(error = %e, "Ollama unreachable; holding the request");
+                    must_hold = true;
+                    continue;
+                }
+                return Err(Failure::Unreachable(e.to_string()));
+            }
+        };
+        let req = out.request(client)?;
+        let (limit, option) = timeouts.headers(out.patience);
+        match tokio::time::timeout(limit, client.send(conn, req)).await {
+            Err(_) => {
+                return Err(ProxyError::Timeout {
+                    option,
+                    after: limit,
+                }
+                .into())
+            }
+            Ok(Ok(resp)) => {
+                driver.answered();
+                return Ok(resp);
+            }
+            Ok(Err(SendFailure::Stale(why))) if stale_retries < MAX_STALE_RETRIES => {
+                tracing::debug!(error = %why, "pooled connection was closed; retrying on a new one");
+                stale_retries += 1;
+            }
+            Ok(Err(SendFailure::Unacked(why))) => {
+                driver.unreachable();
+                if !out.body.replayable() {
+                    let reason =
+                        format!("the connection broke before Ollama received the request ({why})");
+                    return Err(ProxyError::Asleep(reason, driver.retry_after()).into());
+                }
+                if !may_wake {
+                    return Err(Failure::Unreachable(why));
+                }
+                must_hold = true;
+            }
+            Ok(Err(SendFailure::Stale(why) | SendFailure::Failed(why))) => {
+                return Err(ProxyError::Upstream(why).into());
+            }
+        }
+    }
+}
+
+/// Ollama's response for the client: hop-by-hop headers removed, body streamed with the silence
+/// limit; `on_end` sees the body (up to `capture` bytes) when it ends cleanly.
+pub fn respond(
+    resp: hyper::Response<Incoming>,
+    silence: Duration,
+    capture: usize,
+    on_end: Option<OnEnd>,
+) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(
+        parts,
+        Body::new(UpstreamBody::new(body, silence, capture, on_end)),
+    )
+}

@@ -1,0 +1,134 @@
+//! Request classes (R1–R3) and timeout classes (T1), decided from method and path alone.
+
+use axum::http::Method;
+
+/// How the proxy treats a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// R1: the proxy's own `/health`.
+    Health,
+    /// `GET|HEAD /`: always has an answer.
+    Root,
+    /// `GET /api/ps`: always has an answer.
+    Ps,
+    /// R2 metadata, cacheable.
+    Tags,
+    Version,
+    Show,
+    V1Models,
+    V1Model(String),
+    /// R3: everything else may wake Ollama.
+    Work,
+}
+
+/// How long Ollama may take (T1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// TIMEOUT_SECONDS to headers.
+    Simple,
+    /// MODEL_TIMEOUT_SECONDS of silence, before headers and between chunks.
+    Model,
+}
+
+pub fn route(method: &Method, path: &str) -> Route {
+    let get_or_head = method == Method::GET || method == Method::HEAD;
+    match path {
+        "/health" if get_or_head => Route::Health,
+        "/" if get_or_head => Route::Root,
+        "/api/ps" if method == Method::GET => Route::Ps,
+        "/api/tags" if get_or_head => Route::Tags,
+        "/api/version" if get_or_head => Route::Version,
+        "/api/show" if method == Method::POST => Route::Show,
+        "/v1/models" if method == Method::GET => Route::V1Models,
+        _ if method == Method::GET => match path.strip_prefix("/v1/models/") {
+            Some(id) if !id.is_empty() => Route::V1Model(id.to_string()),
+            _ => Route::Work,
+        },
+        _ => Route::Work,
+    }
+}
+
+pub fn patience(path: &str) -> Patience {
+    const MODEL: [&str; 12] = [
+        "/api/generate",
+        "/api/chat",
+        "/api/embed",
+        "/api/embeddings",
+        "/api/pull",
+        "/api/push",
+        "/api/create",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/messages",
+    ];
+    if MODEL.contains(&path) || path.starts_with("/api/blobs/") {
+        Patience::Model
+    } else {
+        Patience::Simple
+    }
+}
+
+/// C3: a successful answer to this request changes the model list.
+pub fn changes_models(method: &Method, path: &str) -> bool {
+    matches!(
+        (method.as_str(), path),
+        ("POST", "/api/pull")
+            | ("POST", "/api/create")
+            | ("POST", "/api/copy")
+            | ("DELETE", "/api/delete")
+    )
+}
+
+/// Errors on `/v1/*` use OpenAI's shape.
+pub fn is_openai(path: &str) -> bool {
+    path.starts_with("/v1/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(route(&Method::GET, "/health"), Route::Health);
+        assert_eq!(route(&Method::HEAD, "/health"), Route::Health);
+        assert_eq!(route(&Method::POST, "/health"), Route::Work);
+        assert_eq!(route(&Method::HEAD, "/"), Route::Root);
+        assert_eq!(route(&Method::GET, "/api/tags"), Route::Tags);
+        assert_eq!(route(&Method::HEAD, "/api/version"), Route::Version);
+        assert_eq!(route(&Method::POST, "/api/show"), Route::Show);
+        assert_eq!(route(&Method::GET, "/api/ps"), Route::Ps);
+        assert_eq!(route(&Method::GET, "/v1/models"), Route::V1Models);
+        assert_eq!(
+            route(&Method::GET, "/v1/models/jm/x:7b"),
+            Route::V1Model("jm/x:7b".into())
+        );
+        assert_eq!(route(&Method::GET, "/v1/models/"), Route::Work);
+        for (m, p) in [
+            (Method::POST, "/api/generate"),
+            (Method::POST, "/api/chat"),
+            (Method::DELETE, "/api/delete"),
+            (Method::POST, "/api/blobs/sha256:00"),
+            (Method::POST, "/v1/chat/completions"),
+            (Method::GET, "/unknown"),
+            (Method::POST, "/api/tags"),
+        ] {
+            assert_eq!(route(&m, p), Route::Work, "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn patience_and_invalidation() {
+        assert_eq!(patience("/api/chat"), Patience::Model);
+        assert_eq!(patience("/api/blobs/sha256:ab"), Patience::Model);
+        assert_eq!(patience("/v1/responses"), Patience::Model);
+        assert_eq!(patience("/api/tags"), Patience::Simple);
+        assert_eq!(patience("/api/delete"), Patience::Simple);
+        assert!(changes_models(&Method::POST, "/api/pull"));
+        assert!(changes_models(&Method::DELETE, "/api/delete"));
+        assert!(!changes_models(&Method::GET, "/api/pull"));
+        assert!(is_openai("/v1/models") && !is_openai("/api/chat"));
+    }
+}

@@ -1,0 +1,126 @@
+//! `run`: wires the parts together and serves until shutdown (D3), the function `main` and tests call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::driver::{Driver, DriverConfig};
+use crate::handler::{handle, App};
+use crate::proxy::Timeouts;
+use crate::upstream::Client;
+use crate::wake::Waker;
+
+/// How long in-flight responses may go on after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves on `listener` until `shutdown` is cancelled; then stops accepting, answers held requests
+/// with 503, lets in-flight responses finish for up to [`SHUTDOWN_GRACE`], and saves the cache.
+pub async fn run(
+    listener: TcpListener,
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr().context("listener address")?;
+    let client = Arc::new(Client::new(
+        cfg.ollama.upstream.clone(),
+        cfg.ollama.connect_timeout,
+    ));
+    let waker = if cfg.wake.is_enabled() {
+        Some(Arc::new(
+            Waker::new(&cfg.wake).context("cannot prepare Wake-on-LAN")?,
+        ))
+    } else {
+        None
+    };
+    let driver = Arc::new(Driver::new(
+        waker,
+        Arc::clone(&client),
+        DriverConfig {
+            wake_timeout: cfg.ollama.wake_timeout,
+            connect_timeout: cfg.ollama.connect_timeout,
+            probe_timeout: cfg.ollama.connect_timeout + cfg.timeout,
+            wake_interval: cfg.wake_interval,
+            max_queue: cfg.max_queue,
+        },
+        shutdown.clone(),
+    ));
+    let cache = Arc::new(Cache::load(cfg.cache_file.clone()));
+    let persist_stop = CancellationToken::new();
+    let persist = tokio::spawn(Arc::clone(&cache).persist(persist_stop.clone()));
+    tracing::info!(
+        listen = %local,
+        ollama = %cfg.ollama.upstream.url(""),
+        magic_packets = cfg.wake.magic.is_some(),
+        wake_url = cfg.wake.http.is_some(),
+        "ollama-proxy ready"
+    );
+    let app = App {
+        timeouts: Timeouts {
+            simple: cfg.timeout,
+            model: cfg.model_timeout,
+        },
+        cfg,
+        driver: Arc::clone(&driver),
+        client,
+        cache,
+    };
+    let router = Router::new().fallback(handle).with_state(Arc::new(app));
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let stopping = {
+        let shutdown = shutdown.clone();
+        let driver = Arc::clone(&driver);
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!(
+                held = driver.held(),
+                "shutting down: held requests get 503, streams may finish"
+            );
+            driver.stop();
+        }
+    };
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopping);
+    tokio::select! {
+        r = server => r.context("server failed")?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "cutting the streams still open after the grace period");
+        }
+    }
+    persist_stop.cancel();
+    let _ = persist.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+pub async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    shutdown.cancel();
+}

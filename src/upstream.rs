@@ -1,0 +1,216 @@
+//! Connections to Ollama: connect with a timeout, TCP_USER_TIMEOUT, a short-lived keep-alive pool (B2).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::config::Upstream;
+
+/// Pooled connections idle longer than this are not trusted: the host may have gone to sleep.
+const POOL_IDLE: Duration = Duration::from_secs(3);
+/// At most this many idle connections are kept.
+const POOL_MAX: usize = 64;
+
+/// Idle connections and when they became idle.
+type IdlePool = Arc<Mutex<Vec<(SendRequest<Body>, Instant)>>>;
+
+/// Why no connection to Ollama could be made; every variant means "asleep" (B2).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+    #[error("connect to {0} timed out after {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("connect to {0} failed: {1}")]
+    Io(SocketAddr, String),
+}
+
+/// Why a request on an established connection failed.
+#[derive(Debug)]
+pub enum SendFailure {
+    /// An idle pooled connection that the server had closed: the request never left; send again.
+    Stale(String),
+    /// Sent data stayed unacknowledged until TCP_USER_TIMEOUT: the host is gone (asleep) and Ollama
+    /// never got the whole request, so it is safe to replay after a wake.
+    Unacked(String),
+    /// Anything else: Ollama may have received the request, so it is never replayed.
+    Failed(String),
+}
+
+/// A connection ready for one request.
+pub struct Conn {
+    sender: SendRequest<Body>,
+    reused: bool,
+}
+
+impl Conn {
+    /// Wraps a connection that was just made.
+    pub fn fresh(sender: SendRequest<Body>) -> Self {
+        Conn {
+            sender,
+            reused: false,
+        }
+    }
+}
+
+/// Connects to Ollama and keeps idle connections for a short while.
+pub struct Client {
+    upstream: Upstream,
+    connect_timeout: Duration,
+    idle: IdlePool,
+}
+
+impl Client {
+    pub fn new(upstream: Upstream, connect_timeout: Duration) -> Self {
+        Client {
+            upstream,
+            connect_timeout,
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    fn pooled(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((sender, since)) = idle.pop() {
+            if since.elapsed() < POOL_IDLE && sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Drops every pooled connection (after Ollama was found unreachable).
+    pub fn clear_pool(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// A pooled connection younger than the idle limit, or a new one.
+    pub async fn checkout(&self) -> Result<Conn, ConnectError> {
+        if let Some(sender) = self.pooled() {
+            return Ok(Conn {
+                sender,
+                reused: true,
+            });
+        }
+        self.connect().await.map(|sender| Conn {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// A new connection, never from the pool.
+    pub async fn connect(&self) -> Result<SendRequest<Body>, ConnectError> {
+        let target = format!(
+            "{}:{}",
+            self.upstream.host.trim_matches(['[', ']']),
+            self.upstream.port
+        );
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
+            .await
+            .map_err(|e| ConnectError::Resolve(target.clone(), e.to_string()))?
+            .collect();
+        let mut last = ConnectError::Resolve(target, "no addresses".into());
+        for addr in addrs {
+            match tokio::time::timeout(self.connect_timeout, self.connect_addr(addr)).await {
+                Ok(Ok(stream)) => return self.handshake(addr, stream).await,
+                Ok(Err(e)) => last = ConnectError::Io(addr, e.to_string()),
+                Err(_) => last = ConnectError::Timeout(addr, self.connect_timeout),
+            }
+        }
+        Err(last)
+    }
+
+    async fn connect_addr(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_nodelay(true)?;
+        // Data the host never acknowledges (it went to sleep) fails the connection this fast.
+        socket2::SockRef::from(&socket)
+            .set_tcp_user_timeout(Some(self.connect_timeout.max(Duration::from_secs(1))))?;
+        socket.connect(addr).await
+    }
+
+    async fn handshake(
+        &self,
+        addr: SocketAddr,
+        stream: TcpStream,
+    ) -> Result<SendRequest<Body>, ConnectError> {
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectError::Io(addr, e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` on `conn`; returns the connection to the pool once the response is complete.
+    pub async fn send(
+        &self,
+        conn: Conn,
+        req: hyper::Request<Body>,
+    ) -> Result<hyper::Response<Incoming>, SendFailure> {
+        let Conn { mut sender, reused } = conn;
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                self.recycle(sender);
+                Ok(resp)
+            }
+            Err(e) => Err(classify(&e, reused)),
+        }
+    }
+
+    fn recycle(&self, mut sender: SendRequest<Body>) {
+        let idle = Arc::clone(&self.idle);
+        // The sender becomes ready again once the response body has been read to the end; a
+        // connection whose body was dropped half-way is closed by hyper and never comes back.
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < POOL_MAX {
+                    idle.push((sender, Instant::now()));
+                }
+            }
+        });
+    }
+}
+
+/// Decides whether a failed request can be sent again.
+fn classify(err: &hyper::Error, reused: bool) -> SendFailure {
+    let text = crate::error::chain(err);
+    // TCP_USER_TIMEOUT fires only while sent data is unacknowledged (keep-alive probes are off).
+    if io_source(err).is_some_and(|e| e.raw_os_error() == Some(libc::ETIMEDOUT)) {
+        return SendFailure::Unacked(text);
+    }
+    // The connection was found closed before the request was written.
+    if reused && err.is_canceled() {
+        return SendFailure::Stale(text);
+    }
+    SendFailure::Failed(text)
+}
+
+fn io_source(err: &hyper::Error) -> Option<&io::Error> {
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
+}

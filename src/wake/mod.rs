@@ -1,0 +1,108 @@
+//! Waking the host: magic packets (via the `wol` crate) and the HTTP wake URL, with a report of each.
+
+pub mod http;
+
+use std::fmt;
+use std::net::SocketAddrV4;
+
+use wol::{MagicPacket, Sender};
+
+use crate::config::{HttpWakeConfig, WakeConfig};
+
+/// What one wake method did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Magic packets: the destinations reached, or why none was.
+    Magic(Result<Vec<SocketAddrV4>, String>),
+    /// HTTP wake: the URL (token masked) and the answer.
+    Http {
+        url: String,
+        result: Result<String, String>,
+    },
+}
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        match self {
+            Outcome::Magic(r) => r.is_ok(),
+            Outcome::Http { result, .. } => result.is_ok(),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Magic(Ok(dests)) => {
+                let list: Vec<String> = dests.iter().map(|d| d.to_string()).collect();
+                write!(f, "magic packet sent to {}", list.join(", "))
+            }
+            Outcome::Magic(Err(e)) => write!(f, "magic packet failed: {e}"),
+            Outcome::Http { url, result: Ok(r) } => write!(f, "wake URL {url} answered {r}"),
+            Outcome::Http {
+                url,
+                result: Err(e),
+            } => write!(f, "wake URL {url} failed: {e}"),
+        }
+    }
+}
+
+/// Sends wakes with every configured method.
+pub struct Waker {
+    magic: Option<(Sender, MagicPacket)>,
+    http: Option<(reqwest::Client, HttpWakeConfig)>,
+}
+
+impl Waker {
+    /// Opens the UDP socket (when magic packets are configured). Must run inside a Tokio runtime.
+    pub fn new(cfg: &WakeConfig) -> Result<Self, wol::SendError> {
+        let magic = match &cfg.magic {
+            Some(m) => Some((
+                Sender::new(m.sender.clone())?,
+                MagicPacket::new(m.mac, m.secureon.as_ref().map(|s| *s.expose())),
+            )),
+            None => None,
+        };
+        let http = cfg.http.clone().map(|h| {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_default();
+            (client, h)
+        });
+        Ok(Waker { magic, http })
+    }
+
+    /// True when at least one method is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.magic.is_some() || self.http.is_some()
+    }
+
+    /// True when magic packets are configured.
+    pub fn has_magic(&self) -> bool {
+        self.magic.is_some()
+    }
+
+    /// Sends one burst of magic packets, if configured.
+    pub async fn send_magic(&self) -> Option<Outcome> {
+        let (sender, packet) = self.magic.as_ref()?;
+        Some(Outcome::Magic(
+            sender.send(packet).await.map_err(|e| e.to_string()),
+        ))
+    }
+
+    /// Calls the wake URL once, if configured.
+    pub async fn call_http(&self) -> Option<Outcome> {
+        let (client, cfg) = self.http.as_ref()?;
+        Some(Outcome::Http {
+            url: http::display_url(&cfg.url),
+            result: http::call(client, cfg).await,
+        })
+    }
+
+    /// Every configured method, concurrently.
+    pub async fn wake_all(&self) -> Vec<Outcome> {
+        let (magic, http) = tokio::join!(self.send_magic(), self.call_http());
+        magic.into_iter().chain(http).collect()
+    }
+}
