@@ -1,0 +1,324 @@
+//! `ollama-proxy wake`, `health` and start-up validation, run as the real binary.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Output;
+use std::time::Duration;
+
+use axum::extract::Query;
+use axum::Json;
+use md5::{Digest, Md5};
+use serde_json::json;
+use tokio::net::{TcpListener, UdpSocket};
+
+use common::{bin, Fake, Proxy};
+
+/// Runs the binary with a clean environment plus `env`.
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(args)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("command hung")
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn expected_packet(mac: [u8; 6], secureon: Option<[u8; 6]>) -> Vec<u8> {
+    let mut p = vec![0xff; 6];
+    for _ in 0..16 {
+        p.extend_from_slice(&mac);
+    }
+    if let Some(s) = secureon {
+        p.extend_from_slice(&s);
+    }
+    p
+}
+
+async fn recv(sock: &UdpSocket) -> Vec<u8> {
+    let mut buf = [0u8; 1500];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+        .await
+        .expect("no packet")
+        .unwrap();
+    buf[..n].to_vec()
+}
+
+#[tokio::test]
+async fn wake_sends_the_magic_packet() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port().to_string();
+    let out = run(
+        &[
+            "wake",
+            "--mac",
+            "AA-BB-CC-DD-EE-0F",
+            "--broadcast",
+            "127.0.0.1",
+            "--wol-port",
+            &port,
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        text(&out)
+    );
+    let packet = recv(&sock).await;
+    assert_eq!(packet.len(), 102);
+    assert_eq!(
+        packet,
+        expected_packet([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0x0f], None)
+    );
+}
+
+#[tokio::test]
+async fn wake_reads_the_environment_and_flags_win() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port().to_string();
+    let out = run(
+        &["wake", "--wol-port", &port],
+        &[
+            ("WOL_MAC", "aabb.ccdd.eeff"),
+            ("WOL_BROADCAST", "127.0.0.1"),
+            ("WOL_PORT", "1"),
+            ("WOL_SECUREON", "01:02:03:04:05:06"),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("01:02:03:04:05:06"),
+        "secret printed: {}",
+        text(&out)
+    );
+    let packet = recv(&sock).await;
+    assert_eq!(
+        packet,
+        expected_packet(
+            [0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff],
+            Some([1, 2, 3, 4, 5, 6])
+        )
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_2_with_one_line() {
+    let out = run(
+        &[
+            "--mac",
+            "zz:00:00:00:00:00",
+            "--ollama-url",
+            "http://10.9.9.9:11434",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--mac") && err.contains("WOL_MAC") && err.contains("zz:00:00:00:00:00"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = run(
+        &["--port", "11434", "--ollama-url", "http://127.0.0.1:11434"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("points back"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(
+        &[],
+        &[
+            ("WOL_MAC", "010:02:03:04:05:6"),
+            ("OLLAMA_URL", "http://10.9.9.9:11434"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("WOL_MAC"));
+
+    let out = run(
+        &["wake", "--mac", "aa:bb:cc:dd:ee:ff", "--secureon", "nothex"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !text(&out).contains("nothex"),
+        "secret printed: {}",
+        text(&out)
+    );
+
+    let out = run(
+        &["--help"],
+        &[
+            ("WAKE_KEY", "hunter2"),
+            ("WOL_SECUREON", "01:02:03:04:05:06"),
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    assert!(!text(&out).contains("hunter2") && !text(&out).contains("01:02:03:04:05:06"));
+}
+
+/// A WolGoWeb-like server: checks `token == md5(key + mac + time)` and answers `{"error":N}`.
+async fn wolgoweb(
+    key: &'static str,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<HashMap<String, String>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/wol",
+        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(q.clone());
+                let (mac, time, token) = (
+                    &q["mac"],
+                    q.get("time").cloned().unwrap_or_default(),
+                    q.get("token").cloned().unwrap_or_default(),
+                );
+                let want: String = Md5::digest(format!("{key}{mac}{time}"))
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                if token == want {
+                    Json(json!({"error": 0, "message": "OK", "data": {"mac": mac}}))
+                } else {
+                    Json(json!({"error": 104, "message": "token error"}))
+                }
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (
+        format!("http://{addr}/wol?mac=00-11-22-33-44-55&port=9"),
+        rx,
+    )
+}
+
+#[tokio::test]
+async fn wake_url_signed_for_wolgoweb() {
+    let (url, mut seen) = wolgoweb("123456").await;
+    let out = run(&["wake", "--wake-url", &url, "--wake-key", "123456"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("123456"),
+        "key printed: {}",
+        text(&out)
+    );
+    let q = seen.recv().await.unwrap();
+    assert_eq!(q["mac"], "00-11-22-33-44-55");
+    assert!(q["time"].parse::<u64>().unwrap() > 1_600_000_000);
+
+    // A wrong key: WolGoWeb answers 200 with error 104, which is a failure.
+    let out = run(&["wake", "--wake-url", &url], &[("WAKE_KEY", "wrong")]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("104"), "{}", text(&out));
+
+    // A wake server that is down.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!(
+        "http://{}/wol?mac=00-11-22-33-44-55",
+        dead.local_addr().unwrap()
+    );
+    drop(dead);
+    let out = run(&["wake", "--wake-url", &dead_url], &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("failed"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn wake_wait_reports_how_long_ollama_took() {
+    let fake = Fake::bind().await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port().to_string();
+    let common = [
+        "wake",
+        "--mac",
+        "aa:bb:cc:dd:ee:ff",
+        "--broadcast",
+        "127.0.0.1",
+        "--wol-port",
+        &port,
+        "--wait",
+    ];
+    let mut args = common.to_vec();
+    let url = fake.url();
+    args.extend(["--ollama-url", &url]);
+    let out = run(&args, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Ollama answered after"),
+        "{}",
+        text(&out)
+    );
+    assert!(fake.log().count("/api/version") >= 1);
+
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut args = common.to_vec();
+    args.extend(["--ollama-url", &closed_url, "--wake-timeout", "1s"]);
+    let started = std::time::Instant::now();
+    let out = run(&args, &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(text(&out).contains("did not answer"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn health_command() {
+    let fake = Fake::bind().await;
+    let proxy = Proxy::start(&["--ollama-url", &fake.url()]).await;
+    let out = run(&["health", "--url", &proxy.url("/health")], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let port = proxy.addr.port().to_string();
+    let out = run(&["health"], &[("PORT", &port)]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    // /health never touches Ollama.
+    assert!(fake.log().all().is_empty());
+    proxy.stop().await;
+
+    let out = run(&["health"], &[("PORT", &port)]).await;
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(|| async { Json(json!({"status": "starting"})) }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let out = run(&["health", "--url", &format!("http://{addr}/health")], &[]).await;
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+}
