@@ -1,5 +1,5 @@
 //! Shared test helpers: the proxy on a pre-bound listener, a fake Ollama, a sleeping host.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fake;
 pub mod netns;
