@@ -1,6 +1,8 @@
 //! Magic packets crossing a real (virtual) link: a host in a network namespace receives the
 //! broadcast sent by `ollama-proxy wake`, to the subnet's directed broadcast and via `--interface`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::UdpSocket;

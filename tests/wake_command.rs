@@ -1,5 +1,7 @@
 //! `ollama-proxy wake`, `health` and start-up validation, run as the real binary.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;
