@@ -101,6 +101,15 @@ impl UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// The body ended cleanly: hand the copy to `on_end` (once).
+    fn finish(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(self.capture.take().map(|(b, _)| b.freeze()));
+        }
+    }
+}
+
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -122,6 +131,10 @@ impl http_body::Body for UpstreamBody {
                         this.capture = None;
                     }
                 }
+                // hyper stops polling once the body says it has ended: finish now.
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -130,9 +143,7 @@ impl http_body::Body for UpstreamBody {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
-                if let Some(on_end) = this.on_end.take() {
-                    on_end(this.capture.take().map(|(b, _)| b.freeze()));
-                }
+                this.finish();
                 Poll::Ready(None)
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {

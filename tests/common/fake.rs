@@ -128,6 +128,19 @@ impl Fake {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Stops listening and waits (bounded) until connects are refused.
+    pub async fn kill(&self) {
+        self.stop.cancel();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fake Ollama still listening"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
     pub fn log(&self) -> &Log {
         &self.state.log
     }
@@ -232,7 +245,18 @@ fn paced(
     Body::from_stream(stream)
 }
 
+/// Counts a request as cancelled when its client leaves before the answer (or stream) is complete.
 async fn handle(State(state): State<Arc<FakeState>>, req: Request) -> Response {
+    let guard = CancelGuard {
+        state: Arc::clone(&state),
+        done: false,
+    };
+    let resp = answer(state, req).await;
+    guard.finish();
+    resp
+}
+
+async fn answer(state: Arc<FakeState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     // Blob uploads are counted as they stream; everything else is read whole.

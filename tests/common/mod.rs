@@ -109,3 +109,82 @@ pub fn logs() {
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ollama-proxy")
 }
+
+/// The proxy binary as a child process (killed on drop), on 127.0.0.1 with a port of its choosing.
+pub struct Child {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    /// Everything it logged, collected in the background.
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Child {
+    /// Starts `ollama-proxy --bind 127.0.0.1 --port 0 ARGS` and waits (bounded) for its ready line.
+    pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let find_ready = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                stderr.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(rest) = line.split("listen=").nth(1) {
+                    return rest.split_whitespace().next().unwrap().parse().unwrap();
+                }
+            }
+            panic!(
+                "proxy exited before it was ready: {}",
+                stderr.lock().unwrap()
+            );
+        };
+        let addr = tokio::time::timeout(Duration::from_secs(10), find_ready)
+            .await
+            .expect("proxy never got ready");
+        let log = std::sync::Arc::clone(&stderr);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Child {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let pid = self.child.id().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("no exit after SIGTERM")
+            .unwrap()
+    }
+}

@@ -1,0 +1,305 @@
+//! Transparent forwarding with Ollama awake (F1–F6, T1): headers, streaming, uploads, cancellation,
+//! timeouts and abnormal ends.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::{client, Fake, Proxy};
+
+async fn setup(extra: &[&str]) -> (Fake, Proxy) {
+    common::logs();
+    let fake = Fake::bind().await;
+    let url = fake.url();
+    let mut args = vec!["--ollama-url", &url];
+    args.extend_from_slice(extra);
+    let proxy = Proxy::start(&args).await;
+    (fake, proxy)
+}
+
+#[tokio::test]
+async fn method_path_query_and_headers() {
+    let (fake, proxy) = setup(&[]).await;
+    assert!(fake.log().all().is_empty(), "start-up contacted Ollama");
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let resp = client()
+            .request(
+                method.parse().unwrap(),
+                proxy.url("/echo?a=1&b=x%20y&empty="),
+            )
+            .header("x-custom", "kept")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "dropped")
+            .body("12345")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{method}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["method"], method);
+        assert_eq!(v["path"], "/echo");
+        assert_eq!(v["query"], "a=1&b=x%20y&empty=");
+        assert_eq!(v["host"], fake.addr.to_string());
+        assert_eq!(v["xff"], "127.0.0.1");
+        assert_eq!(v["proto"], "http");
+        assert_eq!(v["custom"], "kept");
+        assert_eq!(v["body_len"], 5);
+    }
+    let seen = fake.log().all();
+    assert!(seen.iter().all(|s| !s.headers.contains_key("x-hop")));
+    // HEAD passes as HEAD.
+    let resp = client().head(proxy.url("/api/tags")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Unknown paths get Ollama's own 404.
+    let resp = client().get(proxy.url("/nope")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.text().await.unwrap(), "404 page not found");
+    proxy.stop().await;
+}
+
+/// Reads a response chunk by chunk, with the time each arrived.
+async fn chunks(mut resp: reqwest::Response) -> (Vec<(Instant, bytes::Bytes)>, Result<(), String>) {
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => out.push((Instant::now(), c)),
+            Ok(None) => return (out, Ok(())),
+            Err(e) => return (out, Err(format!("{e:?}"))),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ndjson_chunks_arrive_as_written() {
+    let (fake, proxy) = setup(&[]).await;
+    fake.knobs().chunk_delay_ms.store(150, Ordering::SeqCst);
+    fake.knobs().chunks.store(6, Ordering::SeqCst);
+    let start = Instant::now();
+    let resp = client()
+        .post(proxy.url("/api/chat"))
+        .json(&json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let (got, end) = chunks(resp).await;
+    end.unwrap();
+    let first = got.first().unwrap().0 - start;
+    let last = got.last().unwrap().0 - start;
+    // 7 objects written 150 ms apart: the first arrives long before the last.
+    assert!(
+        last - first >= Duration::from_millis(700),
+        "first {first:?} last {last:?}"
+    );
+    assert!(got.len() >= 6, "chunks were merged: {}", got.len());
+    for (_, c) in &got {
+        let text = std::str::from_utf8(c).unwrap();
+        assert!(text.ends_with('\n') && !text.contains("\n\n"), "{text:?}");
+        for line in text.lines() {
+            serde_json::from_str::<Value>(line).unwrap();
+        }
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn sse_stream_is_intact() {
+    let (fake, proxy) = setup(&[]).await;
+    fake.knobs().chunk_delay_ms.store(20, Ordering::SeqCst);
+    let resp = client()
+        .post(proxy.url("/v1/chat/completions"))
+        .json(&json!({"model": "llama3.2", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let body = resp.text().await.unwrap();
+    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 6, "{body}");
+    for (i, e) in events[..5].iter().enumerate() {
+        let v: Value = serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(v["choices"][0]["delta"]["content"], format!("tok{i} "));
+    }
+    assert_eq!(events[5], "data: [DONE]");
+    assert!(body.ends_with("data: [DONE]\n\n"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_upstream() {
+    let (fake, proxy) = setup(&[]).await;
+    fake.knobs().chunk_delay_ms.store(100, Ordering::SeqCst);
+    fake.knobs().chunks.store(200, Ordering::SeqCst);
+    let mut resp = client()
+        .post(proxy.url("/api/generate"))
+        .json(&json!({"model": "llama3.2", "prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    resp.chunk().await.unwrap().unwrap();
+    drop(resp);
+    fake.log()
+        .wait_for("a cancelled stream", Duration::from_secs(5), |l| {
+            l.cancelled.load(Ordering::SeqCst) == 1
+        })
+        .await;
+
+    // Leaving while Ollama loads the model (before any header) cancels too.
+    fake.knobs().header_delay_ms.store(5_000, Ordering::SeqCst);
+    let short = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = short
+        .post(proxy.url("/api/chat"))
+        .json(&json!({"model": "llama3.2"}))
+        .send()
+        .await;
+    assert!(r.is_err());
+    fake.log()
+        .wait_for("a cancelled request", Duration::from_secs(3), |l| {
+            l.cancelled.load(Ordering::SeqCst) == 2
+        })
+        .await;
+    proxy.stop().await;
+}
+
+async fn error_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn timeouts_give_504_naming_the_option() {
+    let (fake, proxy) = setup(&["--timeout", "1", "--model-timeout", "1s"]).await;
+    fake.knobs().header_delay_ms.store(3_000, Ordering::SeqCst);
+
+    let start = Instant::now();
+    let (status, body) = error_of(client().get(proxy.url("/slow")).send().await.unwrap()).await;
+    assert_eq!(status, 504);
+    assert!(
+        body["error"].as_str().unwrap().contains("TIMEOUT_SECONDS"),
+        "{body}"
+    );
+    assert!(start.elapsed() < Duration::from_millis(2_900));
+
+    let (status, body) = error_of(
+        client()
+            .post(proxy.url("/api/chat"))
+            .json(&json!({"model": "m"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 504);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("MODEL_TIMEOUT_SECONDS"),
+        "{body}"
+    );
+
+    let (status, body) = error_of(
+        client()
+            .post(proxy.url("/v1/chat/completions"))
+            .json(&json!({"model": "m"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 504);
+    assert_eq!(body["error"]["type"], "api_error", "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("MODEL_TIMEOUT_SECONDS"));
+
+    // Silence mid-stream longer than the model timeout cuts the stream abnormally.
+    fake.knobs().header_delay_ms.store(0, Ordering::SeqCst);
+    fake.knobs().stall_after.store(2, Ordering::SeqCst);
+    let resp = client()
+        .post(proxy.url("/api/chat"))
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (got, end) = chunks(resp).await;
+    assert_eq!(got.len(), 2);
+    assert!(end.is_err(), "a cut stream must not end cleanly");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn ollama_dying_mid_stream_ends_abnormally() {
+    let (fake, proxy) = setup(&[]).await;
+    fake.knobs().die_after.store(3, Ordering::SeqCst);
+    fake.knobs().chunk_delay_ms.store(10, Ordering::SeqCst);
+    let resp = client()
+        .post(proxy.url("/api/chat"))
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    let (got, end) = chunks(resp).await;
+    assert!(!got.is_empty());
+    assert!(end.is_err(), "stream ended cleanly after Ollama died");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_without_wake_method_is_502() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let proxy = Proxy::start(&["--ollama-url", &url]).await;
+    let start = Instant::now();
+    let (status, body) = error_of(
+        client()
+            .post(proxy.url("/api/chat"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert!(
+        body["error"].as_str().unwrap().contains("no wake method"),
+        "{body}"
+    );
+    let (status, body) = error_of(
+        client()
+            .post(proxy.url("/v1/embeddings"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // What is always answerable still is.
+    let resp = client().get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "Ollama is running");
+    let v: Value = client()
+        .get(proxy.url("/api/ps"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"models": []}));
+    proxy.stop().await;
+}

@@ -1,0 +1,49 @@
+"""Drives ollama-proxy with the official `ollama` and `openai` Python packages.
+
+Usage: clients.py BASE_URL [--only-chat]
+Exits non-zero (with a traceback) when anything is wrong.
+"""
+import sys
+
+import ollama
+import openai
+
+base = sys.argv[1]
+only_chat = "--only-chat" in sys.argv
+
+o = ollama.Client(host=base)
+
+# A streamed chat, chunk by chunk.
+parts = [c["message"]["content"] for c in o.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}], stream=True)]
+assert len(parts) >= 2, parts
+assert "".join(parts).startswith("tok0 "), parts
+print("ollama chat stream:", len(parts), "chunks")
+if only_chat:
+    sys.exit(0)
+
+models = o.list()
+names = [m.model for m in models.models]
+assert "llama3.2:latest" in names, names
+print("ollama list:", names)
+
+emb = o.embed(model="llama3.2", input="hello")
+assert len(emb.embeddings[0]) == 3, emb
+print("ollama embed: ok")
+
+show = o.show("llama3.2")
+assert show.modelinfo is not None
+print("ollama show: ok")
+
+oa = openai.OpenAI(base_url=base + "/v1", api_key="ollama")
+ids = [m.id for m in oa.models.list().data]
+assert "llama3.2:latest" in ids, ids
+print("openai models:", ids)
+
+stream = oa.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": "hi"}], stream=True)
+deltas = [c.choices[0].delta.content for c in stream if c.choices]
+assert len(deltas) >= 2 and deltas[0] == "tok0 ", deltas
+print("openai chat stream:", len(deltas), "chunks")
+
+e = oa.embeddings.create(model="llama3.2", input="hello")
+assert len(e.data[0].embedding) == 3
+print("openai embeddings: ok")
