@@ -82,6 +82,11 @@ impl Machine {
         self.state
     }
 
+    /// Wake cycles started so far.
+    pub fn cycles(&self) -> u64 {
+        self.cycle
+    }
+
     /// Applies `event` at time `now`.
     pub fn on(&mut self, event: Event, now: Instant) -> Option<Action> {
         match (self.state, event) {

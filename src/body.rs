@@ -66,6 +66,58 @@ impl ReqBody {
     }
 }
 
+/// A request body that reports when hyper has taken all of it (so the next held request may go).
+pub struct Announce {
+    inner: Body,
+    done: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Announce {
+    pub fn new(inner: Body, done: tokio::sync::oneshot::Sender<()>) -> Self {
+        Announce {
+            inner,
+            done: std::sync::Mutex::new(Some(done)),
+        }
+    }
+
+    fn fire(&self) {
+        let tx = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl http_body::Body for Announce {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None | Some(Err(_))) => self.fire(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.fire(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.fire();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Called with the whole body when it ended cleanly (and fit the capture limit).
 pub type OnEnd = Box<dyn FnOnce(Option<Bytes>) + Send>;
 

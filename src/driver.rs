@@ -79,15 +79,17 @@ pub struct Ticket {
 
 impl Ticket {
     /// Waits for the release (no timeout here: the wake cycle always ends in release or failure).
+    /// Dropping this future (the client left) drops the ticket and so leaves the queue.
     pub async fn wait(mut self) -> Result<oneshot::Sender<()>, ProxyError> {
-        let rx = self.rx.take();
-        match rx {
-            Some(rx) => match rx.await {
-                Ok(Release::Go(ack)) => Ok(ack),
-                Ok(Release::Fail(e)) => Err(e),
-                Err(_) => Err(ProxyError::ShuttingDown),
-            },
-            None => Err(ProxyError::ShuttingDown),
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(ProxyError::ShuttingDown);
+        };
+        let release = rx.await;
+        self.rx = None; // released: already out of the queue
+        match release {
+            Ok(Release::Go(ack)) => Ok(ack),
+            Ok(Release::Fail(e)) => Err(e),
+            Err(_) => Err(ProxyError::ShuttingDown),
         }
     }
 }
@@ -129,6 +131,11 @@ impl Driver {
 
     pub fn state(&self) -> State {
         self.lock().machine.state()
+    }
+
+    /// Wake cycles started since start-up.
+    pub fn wake_cycles(&self) -> u64 {
+        self.lock().machine.cycles()
     }
 
     /// Number of requests held now.

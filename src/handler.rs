@@ -52,7 +52,8 @@ pub async fn handle(
 }
 
 fn health(app: &App) -> Resp {
-    let body = json!({"status": "healthy", "backend": app.driver.state().as_str(), "held": app.driver.held()});
+    let d = &app.driver;
+    let body = json!({"status": "healthy", "backend": d.state().as_str(), "held": d.held(), "wakes": d.wake_cycles()});
     axum::Json(body).into_response()
 }
 

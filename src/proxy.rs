@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Response};
 use hyper::body::Incoming;
 
-use crate::body::{OnEnd, ReqBody, UpstreamBody};
+use tokio::sync::oneshot;
+
+use crate::body::{Announce, OnEnd, ReqBody, UpstreamBody};
 use crate::driver::{Cause, Driver};
 use crate::error::ProxyError;
 use crate::headers;
@@ -89,11 +91,20 @@ impl Outgoing {
         }
     }
 
-    fn request(&mut self, client: &Client) -> Result<hyper::Request<Body>, ProxyError> {
+    /// The request for one attempt; `sent` fires once hyper has taken the whole body.
+    fn request(
+        &mut self,
+        client: &Client,
+        sent: Option<oneshot::Sender<()>>,
+    ) -> Result<hyper::Request<Body>, ProxyError> {
+        let body = match sent {
+            Some(tx) => Body::new(Announce::new(self.body.take(), tx)),
+            None => self.body.take(),
+        };
         let mut req = hyper::Request::builder()
             .method(self.method.clone())
             .uri(client.upstream().url_path(&self.path_and_query))
-            .body(self.body.take())
+            .body(body)
             .map_err(|e| ProxyError::Upstream(format!("cannot build the request: {e}")))?;
         *req.headers_mut() = self.headers.clone();
         Ok(req)
@@ -137,9 +148,15 @@ pub async fn forward(
             // A body that can be sent only once never goes on a connection that may be stale.
             client.connect().await.map(crate::upstream::Conn::fresh)
         };
-        if let Some(ack) = ack {
-            let _ = ack.send(());
-        }
+        // H2: the next held request goes once this one is on its way: its whole body handed to the
+        // connection when it can be replayed, else as soon as it is connected.
+        let ack = match ack {
+            Some(ack) if !out.body.replayable() || conn.is_err() => {
+                let _ = ack.send(());
+                None
+            }
+            other => other,
+        };
         let conn = match conn {
             Ok(c) => c,
             Err(e) => {
@@ -152,7 +169,7 @@ pub async fn forward(
                 return Err(Failure::Unreachable(e.to_string()));
             }
         };
-        let req = out.request(client)?;
+        let req = out.request(client, ack)?;
         let (limit, option) = timeouts.headers(out.patience);
         match tokio::time::timeout(limit, client.send(conn, req)).await {
             Err(_) => {

@@ -193,8 +193,19 @@ impl Client {
 /// Decides whether a failed request can be sent again.
 fn classify(err: &hyper::Error, reused: bool) -> SendFailure {
     let text = crate::error::chain(err);
-    // TCP_USER_TIMEOUT fires only while sent data is unacknowledged (keep-alive probes are off).
-    if io_source(err).is_some_and(|e| e.raw_os_error() == Some(libc::ETIMEDOUT)) {
+    // TCP_USER_TIMEOUT fires only while sent data is unacknowledged (keep-alive probes are off); the
+    // connection then fails with ETIMEDOUT, or with the soft error seen meanwhile (no ARP answer from
+    // a suspended host gives EHOSTUNREACH).
+    let unacked = [
+        libc::ETIMEDOUT,
+        libc::EHOSTUNREACH,
+        libc::ENETUNREACH,
+        libc::EHOSTDOWN,
+    ];
+    if io_source(err)
+        .and_then(|e| e.raw_os_error())
+        .is_some_and(|code| unacked.contains(&code))
+    {
         return SendFailure::Unacked(text);
     }
     // The connection was found closed before the request was written.

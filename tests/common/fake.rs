@@ -45,6 +45,8 @@ pub struct Knobs {
 #[derive(Default)]
 pub struct Log {
     pub seen: Mutex<Vec<Seen>>,
+    /// `x-seq` header of each request, in the order the handler was entered.
+    pub arrivals: Mutex<Vec<String>>,
     /// Streams whose client went away before the end.
     pub cancelled: AtomicUsize,
     pub changed: Notify,
@@ -258,6 +260,9 @@ async fn handle(State(state): State<Arc<FakeState>>, req: Request) -> Response {
 
 async fn answer(state: Arc<FakeState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    if let Some(seq) = parts.headers.get("x-seq").and_then(|v| v.to_str().ok()) {
+        state.log.arrivals.lock().unwrap().push(seq.to_string());
+    }
     let path = parts.uri.path().to_string();
     // Blob uploads are counted as they stream; everything else is read whole.
     let mut body_len = 0u64;

@@ -24,11 +24,24 @@ pub struct SleepingHost {
     pub listening_at: Arc<Mutex<Option<Instant>>>,
     pub state: Arc<FakeState>,
     awake: watch::Receiver<Option<Fake>>,
+    gate: watch::Sender<bool>,
 }
 
 impl SleepingHost {
     /// A host that starts listening `boot` after the first magic packet for [`MAC`].
     pub async fn new(boot: Duration) -> SleepingHost {
+        let host = Self::gated(boot).await;
+        host.open_gate();
+        host
+    }
+
+    /// Lets a woken host finish booting (a gated host boots only after this and a magic packet).
+    pub fn open_gate(&self) {
+        let _ = self.gate.send(true);
+    }
+
+    /// A host that, once woken, also waits for [`SleepingHost::open_gate`] before listening.
+    pub async fn gated(boot: Duration) -> SleepingHost {
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let wol_port = udp.local_addr().unwrap().port();
         let socket = TcpSocket::new_v4().unwrap();
@@ -42,6 +55,7 @@ impl SleepingHost {
         let packets = Arc::new(AtomicUsize::new(0));
         let listening_at = Arc::new(Mutex::new(None));
         let (tx, awake) = watch::channel(None);
+        let (gate, gate_rx) = watch::channel(false);
         let expected = wol::MagicPacket::new(MAC.parse().unwrap(), None);
         let (p, st, at) = (
             Arc::clone(&packets),
@@ -58,7 +72,9 @@ impl SleepingHost {
                 if p.fetch_add(1, Ordering::SeqCst) == 0 {
                     let socket = socket.take().unwrap();
                     let (tx, st, at) = (tx.clone(), Arc::clone(&st), Arc::clone(&at));
+                    let mut gate = gate_rx.clone();
                     tokio::spawn(async move {
+                        let _ = gate.wait_for(|open| *open).await;
                         tokio::time::sleep(boot).await;
                         let listener = socket.listen(4096).unwrap();
                         *at.lock().unwrap() = Some(Instant::now());
@@ -74,6 +90,7 @@ impl SleepingHost {
             listening_at,
             state,
             awake,
+            gate,
         }
     }
 

@@ -1,0 +1,426 @@
+//! Waking on demand against a simulated sleeping host (B1–B3, H1–H5, W3–W4, T2, C4).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::sleeping::{SleepingHost, MAC};
+use common::{client, Fake, Proxy};
+
+fn chat() -> Value {
+    json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+async fn proxy_for(host: &SleepingHost, extra: &[&str]) -> Proxy {
+    common::logs();
+    let args = host.wake_args();
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.extend_from_slice(extra);
+    Proxy::start(&argv).await
+}
+
+#[tokio::test]
+async fn one_request_wakes_the_host_and_gets_its_answer() {
+    let mut host = SleepingHost::new(Duration::from_millis(300)).await;
+    let proxy = proxy_for(&host, &[]).await;
+    let start = Instant::now();
+    let resp = client()
+        .post(proxy.url("/api/chat"))
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = Instant::now();
+    let body = resp.text().await.unwrap();
+    assert_eq!(body.lines().count(), 6, "{body}");
+    assert!(host.packets.load(Ordering::SeqCst) >= 1);
+    host.awake(Duration::from_secs(1)).await;
+    assert_eq!(host.log().count("/api/chat"), 1);
+    // Released promptly once the port opened (generous bound; the benchmark measures it).
+    let opened = host.listening_at.lock().unwrap().unwrap();
+    assert!(
+        first.duration_since(opened) < Duration::from_secs(1),
+        "released {:?} after the port opened",
+        first.duration_since(opened)
+    );
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    let health = proxy.health().await;
+    assert_eq!(health["backend"], "awake");
+    assert_eq!(health["wakes"], 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn many_requests_during_one_boot_one_wake_each_once_in_order() {
+    const N: usize = 200;
+    let host = SleepingHost::gated(Duration::from_millis(100)).await;
+    let proxy = proxy_for(&host, &[]).await;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let url = proxy.url("/api/chat");
+        tasks.push(tokio::spawn(async move {
+            let resp = client()
+                .post(url)
+                .header("x-seq", i.to_string())
+                .json(&chat())
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }));
+        // Arrival order is the order the proxy took them in: wait until this one is held.
+        proxy.wait_held(i as u64 + 1, Duration::from_secs(10)).await;
+    }
+    host.open_gate();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("\"done\":true"), "{body}");
+    }
+    assert_eq!(host.log().count("/api/chat"), N);
+    let arrivals = host.log().arrivals.lock().unwrap().clone();
+    let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(arrivals, expected, "not forwarded in arrival order");
+    assert_eq!(proxy.health().await["wakes"], 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn failed_wake_answers_every_held_request_with_503() {
+    let host = SleepingHost::gated(Duration::ZERO).await; // the gate never opens: it never boots
+    let proxy = proxy_for(&host, &["--wake-timeout", "1s"]).await;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for path in ["/api/chat", "/api/generate", "/v1/chat/completions"] {
+        let url = proxy.url(path);
+        tasks.push(tokio::spawn(async move {
+            client().post(url).json(&chat()).send().await.unwrap()
+        }));
+    }
+    for (t, openai) in tasks.into_iter().zip([false, false, true]) {
+        let resp = t.await.unwrap();
+        assert_eq!(resp.status(), 503);
+        let retry: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1);
+        let body: Value = resp.json().await.unwrap();
+        let msg = if openai {
+            &body["error"]["message"]
+        } else {
+            &body["error"]
+        };
+        assert!(msg.as_str().unwrap().contains("asleep"), "{body}");
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(2_500),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(host.packets.load(Ordering::SeqCst) >= 1);
+    // The next request starts a new cycle.
+    let t = tokio::spawn({
+        let url = proxy.url("/api/chat");
+        async move {
+            client()
+                .post(url)
+                .json(&chat())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    assert_eq!(t.await.unwrap(), 503);
+    assert_eq!(proxy.health().await["wakes"], 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn queue_overflow_is_503_at_once() {
+    let host = SleepingHost::gated(Duration::ZERO).await;
+    let proxy = proxy_for(&host, &["--max-queue", "2"]).await;
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let url = proxy.url("/api/chat");
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .json(&chat())
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    proxy.wait_held(2, Duration::from_secs(5)).await;
+    let start = Instant::now();
+    let resp = client()
+        .post(proxy.url("/api/chat"))
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(resp.text().await.unwrap().contains("MAX_QUEUE"));
+    assert!(start.elapsed() < Duration::from_millis(500));
+    host.open_gate();
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_while_held_is_never_forwarded() {
+    let mut host = SleepingHost::gated(Duration::ZERO).await;
+    let proxy = proxy_for(&host, &[]).await;
+    let short = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = short
+        .post(proxy.url("/api/chat"))
+        .header("x-seq", "gone")
+        .json(&chat())
+        .send()
+        .await;
+    assert!(gone.is_err());
+    proxy.wait_held(0, Duration::from_secs(5)).await;
+    host.open_gate();
+    host.awake(Duration::from_secs(5)).await;
+    let resp = client()
+        .post(proxy.url("/api/chat"))
+        .header("x-seq", "stayed")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap();
+    assert_eq!(
+        *host.log().arrivals.lock().unwrap(),
+        vec!["stayed".to_string()]
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn cached_metadata_never_wakes_but_an_empty_cache_does() {
+    // Fill a cache file from an awake Ollama.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cache.json");
+    let file = file.to_str().unwrap();
+    let awake = Fake::bind().await;
+    let filler = Proxy::start(&["--ollama-url", &awake.url(), "--cache-file", file]).await;
+    for path in ["/api/tags", "/api/version"] {
+        assert_eq!(
+            client()
+                .get(filler.url(path))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let show = client()
+        .post(filler.url("/api/show"))
+        .json(&json!({"model": "llama3.2:latest"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(show.status(), 200);
+    show.bytes().await.unwrap();
+    filler.stop().await;
+
+    let host = SleepingHost::new(Duration::from_millis(100)).await;
+    let proxy = proxy_for(&host, &["--cache-file", file]).await;
+    for path in [
+        "/api/tags",
+        "/api/version",
+        "/v1/models",
+        "/v1/models/llama3.2",
+        "/api/ps",
+        "/",
+    ] {
+        let resp = client().get(proxy.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    let resp = client()
+        .post(proxy.url("/api/show"))
+        .json(&json!({"model": "llama3.2:latest"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        host.packets.load(Ordering::SeqCst),
+        0,
+        "metadata woke the host"
+    );
+    assert_eq!(proxy.health().await["wakes"], 0);
+    // Not cached: /api/show of another model may wake (C4).
+    let resp = client()
+        .post(proxy.url("/api/show"))
+        .json(&json!({"model": "llama3.2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(host.packets.load(Ordering::SeqCst) >= 1);
+    proxy.stop().await;
+
+    // An empty cache: the model list wakes the host and is answered.
+    let host = SleepingHost::new(Duration::from_millis(100)).await;
+    let proxy = proxy_for(&host, &[]).await;
+    let resp = client().get(proxy.url("/api/tags")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["models"][0]["name"],
+        "llama3.2:latest"
+    );
+    assert!(host.packets.load(Ordering::SeqCst) >= 1);
+    let v: Value = client()
+        .get(proxy.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"][0]["id"], "llama3.2:latest");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn wake_time_does_not_count_against_request_timeouts() {
+    let host = SleepingHost::new(Duration::from_millis(1_500)).await;
+    let proxy = proxy_for(&host, &["--timeout", "1", "--model-timeout", "1"]).await;
+    let resp = client()
+        .post(proxy.url("/api/chat"))
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap();
+    let resp = client().get(proxy.url("/echo")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn after_wake_interval_a_request_wakes_in_parallel_without_delay() {
+    let fake = Fake::bind().await;
+    let wol = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = wol.local_addr().unwrap().port().to_string();
+    let url = fake.url();
+    let proxy = Proxy::start(&[
+        "--ollama-url",
+        &url,
+        "--mac",
+        MAC,
+        "--broadcast",
+        "127.0.0.1",
+        "--wol-port",
+        &port,
+        "--wake-interval",
+        "1h",
+    ])
+    .await;
+    // Never heard from Ollama: the first request that may wake sends a wake alongside.
+    let start = Instant::now();
+    let resp = client()
+        .post(proxy.url("/api/chat"))
+        .json(&json!({"stream": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(start.elapsed() < Duration::from_millis(500));
+    let mut buf = [0u8; 200];
+    let n = tokio::time::timeout(Duration::from_secs(2), wol.recv(&mut buf))
+        .await
+        .expect("no early wake")
+        .unwrap();
+    assert_eq!(n, 102);
+    // Heard from Ollama just now: no more wakes.
+    while tokio::time::timeout(Duration::from_millis(400), wol.recv(&mut buf))
+        .await
+        .is_ok()
+    {}
+    let resp = client()
+        .post(proxy.url("/api/chat"))
+        .json(&json!({"stream": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), wol.recv(&mut buf))
+            .await
+            .is_err(),
+        "woke an awake host"
+    );
+    // Metadata never sends the early wake.
+    assert_eq!(proxy.health().await["wakes"], 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn http_wake_through_wolgoweb_with_a_key() {
+    use md5::{Digest, Md5};
+    let mut host = SleepingHost::new(Duration::from_millis(200)).await;
+    // A WolGoWeb-like service: checks the token, then sends the magic packet itself.
+    let wol_port = host.wol_port;
+    let app = axum::Router::new().route(
+        "/wol",
+        axum::routing::get(move |axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>| async move {
+            let want: String = Md5::digest(format!("s3cret{}{}", q["mac"], q["time"])).iter().map(|b| format!("{b:02x}")).collect();
+            if q.get("token") != Some(&want) {
+                return axum::Json(json!({"error": 104, "message": "token error"}));
+            }
+            let packet = wol::MagicPacket::new(q["mac"].parse().unwrap(), None);
+            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            sock.send_to(packet.as_bytes(), ("127.0.0.1", wol_port)).await.unwrap();
+            axum::Json(json!({"error": 0, "message": "OK"}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wolgo = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let wake_url = format!("http://{wolgo}/wol?mac={}", MAC.replace(':', "-"));
+    let proxy = Proxy::start(&[
+        "--ollama-url",
+        &host.url(),
+        "--wake-url",
+        &wake_url,
+        "--wake-key",
+        "s3cret",
+    ])
+    .await;
+    let resp = client()
+        .post(proxy.url("/api/generate"))
+        .json(&json!({"model": "llama3.2", "prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("\"done\":true"));
+    host.awake(Duration::from_secs(1)).await;
+    assert_eq!(host.log().count("/api/generate"), 1);
+    proxy.stop().await;
+}
