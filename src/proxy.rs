@@ -188,6 +188,7 @@ pub async fn forward(
                 stale_retries += 1;
             }
             Ok(Err(SendFailure::Unacked(why))) => {
+                tracing::info!(path = %out.path_and_query, error = %why, "Ollama stopped acknowledging (asleep?)");
                 driver.unreachable();
                 if !out.body.replayable() {
                     let reason =

@@ -424,3 +424,27 @@ async fn http_wake_through_wolgoweb_with_a_key() {
     assert_eq!(host.log().count("/api/generate"), 1);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_too_large_to_hold_waits_unread_then_streams() {
+    let host = SleepingHost::new(Duration::from_millis(200)).await;
+    let proxy = proxy_for(&host, &["--max-held-body", "1KiB"]).await;
+    let body = vec![7u8; 1 << 20];
+    let resp = client()
+        .post(proxy.url("/api/blobs/sha256:0123"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.text().await.unwrap(), (1 << 20).to_string());
+    let seen = host.log().all();
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.path.starts_with("/api/blobs/"))
+            .count(),
+        1
+    );
+    proxy.stop().await;
+}
