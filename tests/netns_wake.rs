@@ -193,3 +193,26 @@ async fn host_that_falls_asleep_under_pooled_connections() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_ollama_received_is_never_sent_twice() {
+    let Some(net) = Net::create() else { return };
+    let host = Arc::new(Host::new(net, true));
+    host.wake_on_lan(Duration::ZERO);
+    let args = host.proxy_args();
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.extend(["--model-timeout", "2s"]);
+    common::logs();
+    let proxy = Proxy::start(&argv).await;
+    // Loading the model takes long; the host suspends after it received the request.
+    host.state.knobs.header_delay_ms.store(10_000, Ordering::SeqCst);
+    let url = proxy.url("/api/chat");
+    let pending = tokio::spawn(async move { client().post(url).header("x-seq", "once").json(&json!({"stream": false})).send().await.unwrap() });
+    host.state.log.wait_for("the request at Ollama", Duration::from_secs(5), |l| !l.arrivals.lock().unwrap().is_empty()).await;
+    host.sleep();
+    let resp = pending.await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert!(resp.text().await.unwrap().contains("MODEL_TIMEOUT_SECONDS"));
+    assert_eq!(*host.state.log.arrivals.lock().unwrap(), ["once"]);
+    proxy.stop().await;
+}
