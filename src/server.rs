@@ -76,11 +76,18 @@ pub async fn run(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // systemd (Type=notify): ready only now that the socket is bound; a no-op outside systemd.
+    let status = format!("listening on {local}");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
     let stopping = {
         let shutdown = shutdown.clone();
         let driver = Arc::clone(&driver);
         async move {
             shutdown.cancelled().await;
+            notify(&[sd_notify::NotifyState::Stopping]);
             tracing::info!(
                 held = driver.held(),
                 "shutting down: held requests get 503, streams may finish"
@@ -103,6 +110,12 @@ pub async fn run(
     let _ = persist.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

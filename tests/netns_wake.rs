@@ -205,10 +205,26 @@ async fn a_request_ollama_received_is_never_sent_twice() {
     common::logs();
     let proxy = Proxy::start(&argv).await;
     // Loading the model takes long; the host suspends after it received the request.
-    host.state.knobs.header_delay_ms.store(10_000, Ordering::SeqCst);
+    host.state
+        .knobs
+        .header_delay_ms
+        .store(10_000, Ordering::SeqCst);
     let url = proxy.url("/api/chat");
-    let pending = tokio::spawn(async move { client().post(url).header("x-seq", "once").json(&json!({"stream": false})).send().await.unwrap() });
-    host.state.log.wait_for("the request at Ollama", Duration::from_secs(5), |l| !l.arrivals.lock().unwrap().is_empty()).await;
+    let pending = tokio::spawn(async move {
+        client()
+            .post(url)
+            .header("x-seq", "once")
+            .json(&json!({"stream": false}))
+            .send()
+            .await
+            .unwrap()
+    });
+    host.state
+        .log
+        .wait_for("the request at Ollama", Duration::from_secs(5), |l| {
+            !l.arrivals.lock().unwrap().is_empty()
+        })
+        .await;
     host.sleep();
     let resp = pending.await.unwrap();
     assert_eq!(resp.status(), 504);

@@ -8,27 +8,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::py::python;
 use common::sleeping::SleepingHost;
 use common::{Fake, Proxy};
-
-/// The venv's python, made by tests/py/setup-venv.sh when missing; `None` (skip) only when it cannot
-/// be made and `OLLAMA_PROXY_REQUIRE_PY` is not `1`.
-pub fn python() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let py = root.join("target/py-venv/bin/python");
-    let setup = std::process::Command::new(root.join("tests/py/setup-venv.sh")).status();
-    match setup {
-        Ok(s) if s.success() && py.exists() => Some(py),
-        other => {
-            let why = format!("cannot set up the Python venv: {other:?}");
-            if std::env::var("OLLAMA_PROXY_REQUIRE_PY").as_deref() == Ok("1") {
-                panic!("{why}");
-            }
-            eprintln!("SKIPPED: {why}");
-            None
-        }
-    }
-}
 
 /// Runs tests/py/clients.py against `base` and returns its output, failing on a non-zero exit.
 pub async fn run_clients(py: &PathBuf, base: &str, extra: &[&str]) -> String {

@@ -3,6 +3,7 @@
 
 pub mod fake;
 pub mod netns;
+pub mod py;
 pub mod sleeping;
 
 use std::net::SocketAddr;

@@ -4,6 +4,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="$root/target/py-venv"
 req="$root/tests/py/requirements.txt"
+# Tests running in parallel may all ask for the venv: one makes it, the others wait.
+mkdir -p "$root/target"
+exec 9>"$root/target/.py-venv.lock"
+flock 9
 if [[ -x "$venv/bin/python" ]] && cmp -s "$req" "$venv/requirements.txt"; then
   exit 0
 fi
