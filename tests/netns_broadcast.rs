@@ -19,13 +19,35 @@ fn receiver(net: &Net) -> UdpSocket {
 }
 
 fn wake(args: &[&str]) -> String {
-    let out = std::process::Command::new(common::bin())
+    wake_as(&[], args)
+}
+
+/// Runs `wake` from a copy of the binary that anyone may execute, prefixed by `wrapper` (e.g.
+/// setpriv to drop privileges).
+fn wake_as(wrapper: &[&str], args: &[&str]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir =
+        std::env::temp_dir().join(format!("opx-bin-{}-{}", std::process::id(), wrapper.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("ollama-proxy");
+    std::fs::copy(common::bin(), &exe).unwrap();
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(rest).arg(&exe);
+            c
+        }
+        None => std::process::Command::new(&exe),
+    };
+    let out = cmd
         .arg("wake")
         .args(["--mac", MAC, "--wol-port", "9"])
         .args(args)
         .env_clear()
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -68,5 +90,31 @@ fn limited_broadcast_out_of_a_chosen_interface() {
         &net.host_if,
     ]);
     assert!(text.contains(&net.host_if), "{text}");
+    expect_packet(&sock);
+}
+
+#[test]
+fn an_unprivileged_user_can_pick_the_interface() {
+    // The systemd unit grants no capabilities: SO_BINDTODEVICE on a not-yet-bound socket needs none
+    // on Linux >= 5.7. Run as nobody with every capability dropped.
+    let Some(net) = Net::create() else { return };
+    let sock = receiver(&net);
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ];
+    wake_as(
+        &nobody,
+        &[
+            "--broadcast",
+            "255.255.255.255",
+            "--interface",
+            &net.host_if,
+        ],
+    );
     expect_packet(&sock);
 }
