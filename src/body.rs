@@ -11,6 +11,8 @@ use futures_util::StreamExt;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::Future;
+
+use http_body::Body as _;
 use tokio::time::{Instant, Sleep};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -128,6 +130,7 @@ pub struct UpstreamBody {
     timer: Pin<Box<Sleep>>,
     capture: Option<(BytesMut, usize)>,
     on_end: Option<OnEnd>,
+    lease: Option<crate::upstream::Lease>,
 }
 
 /// The silence limit was reached mid-stream.
@@ -136,26 +139,37 @@ pub struct UpstreamBody {
 pub struct Silence(Duration);
 
 impl UpstreamBody {
-    /// `capture_limit`: keep a copy of up to this many bytes for `on_end` (0 = no copy).
+    /// `capture_limit`: keep a copy of up to this many bytes for `on_end` (0 = no copy); `lease`
+    /// goes back to the pool when the body ends cleanly.
     pub fn new(
         inner: Incoming,
+        lease: crate::upstream::Lease,
         silence: Duration,
         capture_limit: usize,
         on_end: Option<OnEnd>,
     ) -> Self {
-        UpstreamBody {
+        let mut body = UpstreamBody {
             inner,
             silence,
             timer: Box::pin(tokio::time::sleep(silence)),
             capture: (capture_limit > 0).then(|| (BytesMut::new(), capture_limit)),
             on_end,
+            lease: Some(lease),
+        };
+        // hyper never polls a body that is empty from the start.
+        if body.inner.is_end_stream() {
+            body.finish();
         }
+        body
     }
 }
 
 impl UpstreamBody {
     /// The body ended cleanly: hand the copy to `on_end` (once).
     fn finish(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.give_back();
+        }
         if let Some(on_end) = self.on_end.take() {
             on_end(self.capture.take().map(|(b, _)| b.freeze()));
         }

@@ -91,13 +91,30 @@ impl Cache {
 
     /// Keeps a successful answer from Ollama.
     pub fn store(&self, key: Key, body: Bytes, content_type: &str) {
+        let now = unix_now();
+        {
+            let mut e = self.lock();
+            let slot = match &key {
+                Key::Tags => e.tags.as_mut(),
+                Key::Version => e.version.as_mut(),
+                Key::Show(m) => e.show.get_mut(m),
+            };
+            // The same answer again (the common case): only its age changes, nothing to persist.
+            if let Some(old) =
+                slot.filter(|o| o.body.as_bytes() == body && o.content_type == content_type)
+            {
+                old.stored_at = now;
+                old.invalidated = false;
+                return;
+            }
+        }
         let Ok(body) = String::from_utf8(body.to_vec()) else {
             return;
         };
         let entry = Entry {
             body,
             content_type: content_type.to_string(),
-            stored_at: unix_now(),
+            stored_at: now,
             invalidated: false,
         };
         {

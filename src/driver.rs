@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,16 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 const RESEND_INTERVAL: Duration = Duration::from_secs(3);
 /// Past wake durations kept for `Retry-After`.
 const HISTORY: usize = 8;
+
+const STATES: [State; 4] = [State::Unknown, State::Awake, State::Asleep, State::Waking];
+
+fn encode(state: State) -> u8 {
+    STATES.iter().position(|s| *s == state).unwrap_or(0) as u8
+}
+
+fn decode(code: u8) -> State {
+    STATES.get(code as usize).copied().unwrap_or(State::Unknown)
+}
 
 /// What caused a wake: for the log.
 #[derive(Debug, Clone)]
@@ -64,6 +75,11 @@ pub struct DriverConfig {
 /// The backend's state, its held requests and its wake cycles.
 pub struct Driver {
     inner: Mutex<Inner>,
+    /// The machine's state, mirrored for lock-free reads on the request path.
+    state: AtomicU8,
+    /// When Ollama last answered, in ms since `epoch` (lock-free fast path of `answered`).
+    heard_ms: AtomicU64,
+    epoch: Instant,
     waker: Option<Arc<Waker>>,
     client: Arc<Client>,
     cfg: DriverConfig,
@@ -118,6 +134,9 @@ impl Driver {
                 stopping: false,
                 cause: None,
             }),
+            state: AtomicU8::new(encode(State::Unknown)),
+            heard_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             waker,
             client,
             cfg,
@@ -125,12 +144,33 @@ impl Driver {
         }
     }
 
+    /// Applies `event` to the machine under the lock, keeping the lock-free mirror in step.
+    fn apply(&self, inner: &mut Inner, event: Event) -> Option<Action> {
+        let action = inner.machine.on(event, Instant::now());
+        self.state
+            .store(encode(inner.machine.state()), Ordering::Release);
+        action
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Heard from an awake Ollama within `within` (lock-free).
+    fn heard_within(&self, within: Duration) -> bool {
+        self.state() == State::Awake
+            && self
+                .now_ms()
+                .saturating_sub(self.heard_ms.load(Ordering::Acquire))
+                < within.as_millis() as u64
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn state(&self) -> State {
-        self.lock().machine.state()
+        decode(self.state.load(Ordering::Acquire))
     }
 
     /// Wake cycles started since start-up.
@@ -149,13 +189,18 @@ impl Driver {
 
     /// Ollama answered something.
     pub fn answered(self: &Arc<Self>) {
-        let action = self.lock().machine.on(Event::Answered, Instant::now());
+        // Every answer passes here: skip the lock while Ollama is known awake and heard recently.
+        if self.heard_within(Duration::from_secs(1)) {
+            return;
+        }
+        let action = self.apply(&mut self.lock(), Event::Answered);
+        self.heard_ms.store(self.now_ms(), Ordering::Release);
         self.perform(action);
     }
 
     /// A connect failed or data went unacknowledged: Ollama is asleep, pooled connections are stale.
     pub fn unreachable(&self) {
-        self.lock().machine.on(Event::Unreachable, Instant::now());
+        self.apply(&mut self.lock(), Event::Unreachable);
         self.client.clear_pool();
     }
 
@@ -211,7 +256,7 @@ impl Driver {
             inner.next_id += 1;
             let id = inner.next_id;
             inner.queue.push_back(Held { id, tx });
-            let action = inner.machine.on(Event::WakeNeeded, Instant::now());
+            let action = self.apply(&mut inner, Event::WakeNeeded);
             if action.is_some() {
                 inner.cause = Some(cause.clone());
             }
@@ -303,7 +348,7 @@ impl Driver {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
-                    let action = self.lock().machine.on(Event::CycleTimedOut { cycle }, Instant::now());
+                    let action = self.apply(&mut self.lock(), Event::CycleTimedOut { cycle });
                     self.perform(action);
                     return;
                 }
@@ -359,7 +404,13 @@ async fn probe_once(client: &Client) -> bool {
         .body(axum::body::Body::empty());
     let Ok(req) = req else { return false };
     match client.send(conn, req).await {
-        Ok(resp) if resp.status().is_success() => resp.into_body().collect().await.is_ok(),
+        Ok((resp, lease)) if resp.status().is_success() => {
+            let read = resp.into_body().collect().await.is_ok();
+            if read {
+                lease.give_back(); // the first released request can use it
+            }
+            read
+        }
         _ => false,
     }
 }

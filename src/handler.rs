@@ -82,21 +82,12 @@ async fn prepare(app: &App, req: Request, client: SocketAddr) -> Result<Outgoing
     ))
 }
 
-async fn send(
-    app: &App,
-    out: &mut Outgoing,
-    may_wake: bool,
-) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+async fn send(app: &App, out: &mut Outgoing, may_wake: bool) -> Result<proxy::Answer, Failure> {
     proxy::forward(&app.driver, &app.client, app.timeouts, out, may_wake).await
 }
 
-fn respond(
-    app: &App,
-    resp: hyper::Response<hyper::body::Incoming>,
-    capture: usize,
-    on_end: Option<OnEnd>,
-) -> Resp {
-    proxy::respond(resp, app.timeouts.model, capture, on_end)
+fn respond(app: &App, answer: proxy::Answer, capture: usize, on_end: Option<OnEnd>) -> Resp {
+    proxy::respond(answer, app.timeouts.model, capture, on_end)
 }
 
 /// R3: forward, waking Ollama when needed.
@@ -106,7 +97,7 @@ async fn work(app: &App, req: Request, client: SocketAddr) -> Result<Resp, Proxy
     let resp = send(app, &mut out, true)
         .await
         .map_err(unreachable_is_502)?;
-    let on_end: Option<OnEnd> = (changes && resp.status().is_success()).then(|| {
+    let on_end: Option<OnEnd> = (changes && resp.0.status().is_success()).then(|| {
         let cache = Arc::clone(&app.cache);
         Box::new(move |_: Option<Bytes>| cache.invalidate_models()) as OnEnd
     });
@@ -201,11 +192,11 @@ async fn forward_and_keep(
 ) -> Result<Resp, ProxyError> {
     let is_head = out.method == Method::HEAD;
     let resp = send(app, out, may_wake).await.map_err(unreachable_is_502)?;
-    let keep = key.filter(|_| resp.status() == StatusCode::OK && !is_head);
+    let keep = key.filter(|_| resp.0.status() == StatusCode::OK && !is_head);
     let Some(key) = keep else {
         return Ok(respond(app, resp, 0, None));
     };
-    let content_type = content_type(resp.headers());
+    let content_type = content_type(resp.0.headers());
     let cache = Arc::clone(&app.cache);
     let on_end: OnEnd = Box::new(move |body| {
         if let Some(body) = body {
@@ -238,7 +229,7 @@ async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Fa
         cause,
         patience: Patience::Simple,
     };
-    let resp = send(app, &mut out, may_wake).await?;
+    let (resp, lease) = send(app, &mut out, may_wake).await?;
     let status = resp.status();
     let ct = content_type(resp.headers());
     let body = tokio::time::timeout(app.timeouts.model, resp.into_body().collect())
@@ -249,6 +240,7 @@ async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Fa
         })?
         .map_err(|e| ProxyError::Upstream(e.to_string()))?
         .to_bytes();
+    lease.give_back();
     if status != StatusCode::OK {
         return Err(ProxyError::Upstream(format!("/api/tags answered {status}")).into());
     }

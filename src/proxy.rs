@@ -14,7 +14,7 @@ use crate::driver::{Cause, Driver};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::routes::Patience;
-use crate::upstream::{Client, SendFailure};
+use crate::upstream::{Client, Lease, SendFailure};
 
 /// How many times one request may be held (a released request whose connect fails again is held
 /// once more; after that it gets 503).
@@ -119,7 +119,7 @@ pub async fn forward(
     timeouts: Timeouts,
     out: &mut Outgoing,
     may_wake: bool,
-) -> Result<hyper::Response<Incoming>, Failure> {
+) -> Result<Answer, Failure> {
     let may_wake = may_wake && driver.can_wake();
     let mut holds = 0;
     let mut stale_retries = 0;
@@ -179,9 +179,9 @@ pub async fn forward(
                 }
                 .into())
             }
-            Ok(Ok(resp)) => {
+            Ok(Ok(answer)) => {
                 driver.answered();
-                return Ok(resp);
+                return Ok(answer);
             }
             Ok(Err(SendFailure::Stale(why))) if stale_retries < MAX_STALE_RETRIES => {
                 tracing::debug!(error = %why, "pooled connection was closed; retrying on a new one");
@@ -207,10 +207,13 @@ pub async fn forward(
     }
 }
 
+/// Ollama's response and the connection it came on.
+pub type Answer = (hyper::Response<Incoming>, Lease);
+
 /// Ollama's response for the client: hop-by-hop headers removed, body streamed with the silence
 /// limit; `on_end` sees the body (up to `capture` bytes) when it ends cleanly.
 pub fn respond(
-    resp: hyper::Response<Incoming>,
+    (resp, lease): Answer,
     silence: Duration,
     capture: usize,
     on_end: Option<OnEnd>,
@@ -219,6 +222,6 @@ pub fn respond(
     headers::strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(
         parts,
-        Body::new(UpstreamBody::new(body, silence, capture, on_end)),
+        Body::new(UpstreamBody::new(body, lease, silence, capture, on_end)),
     )
 }

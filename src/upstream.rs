@@ -1,5 +1,6 @@
 //! Connections to Ollama: connect with a timeout, TCP_USER_TIMEOUT, a short-lived keep-alive pool (B2).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,11 +16,13 @@ use crate::config::Upstream;
 
 /// Pooled connections idle longer than this are not trusted: the host may have gone to sleep.
 const POOL_IDLE: Duration = Duration::from_secs(3);
+/// How long a pooled connection may take to become ready after its last response.
+const READY_WAIT: Duration = Duration::from_millis(50);
 /// At most this many idle connections are kept.
-const POOL_MAX: usize = 64;
+const POOL_MAX: usize = 1024;
 
 /// Idle connections and when they became idle.
-type IdlePool = Arc<Mutex<Vec<(SendRequest<Body>, Instant)>>>;
+type IdlePool = Arc<Mutex<VecDeque<(SendRequest<Body>, Instant)>>>;
 
 /// Why no connection to Ollama could be made; every variant means "asleep" (B2).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,7 +75,7 @@ impl Client {
         Client {
             upstream,
             connect_timeout,
-            idle: Arc::new(Mutex::new(Vec::new())),
+            idle: Arc::new(Mutex::new(VecDeque::new())),
         }
     }
 
@@ -80,14 +83,24 @@ impl Client {
         &self.upstream
     }
 
-    fn pooled(&self) -> Option<SendRequest<Body>> {
+    /// An idle connection that is young enough and not closed: the most recent one that is ready
+    /// now, else the most recent one (which may need a moment to become ready).
+    fn pop_idle(&self) -> Option<SendRequest<Body>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, since)) = idle.pop() {
-            if since.elapsed() < POOL_IDLE && sender.is_ready() {
-                return Some(sender);
-            }
+        // Oldest first: expired connections are at the front.
+        let now = Instant::now();
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= POOL_IDLE)
+        {
+            idle.pop_front();
         }
-        None
+        idle.retain(|(sender, _)| !sender.is_closed());
+        let ready = idle.iter().rposition(|(sender, _)| sender.is_ready());
+        match ready {
+            Some(i) => idle.remove(i).map(|(sender, _)| sender),
+            None => idle.pop_back().map(|(sender, _)| sender),
+        }
     }
 
     /// Drops every pooled connection (after Ollama was found unreachable).
@@ -97,11 +110,20 @@ impl Client {
 
     /// A pooled connection younger than the idle limit, or a new one.
     pub async fn checkout(&self) -> Result<Conn, ConnectError> {
-        if let Some(sender) = self.pooled() {
-            return Ok(Conn {
-                sender,
-                reused: true,
-            });
+        while let Some(mut sender) = self.pop_idle() {
+            // A connection comes back as soon as its response body ended; hyper may need a moment
+            // more to be ready for the next request.
+            let ready = sender.is_ready()
+                || matches!(
+                    tokio::time::timeout(READY_WAIT, sender.ready()).await,
+                    Ok(Ok(()))
+                );
+            if ready {
+                return Ok(Conn {
+                    sender,
+                    reused: true,
+                });
+            }
         }
         self.connect().await.map(|sender| Conn {
             sender,
@@ -159,34 +181,40 @@ impl Client {
         Ok(sender)
     }
 
-    /// Sends `req` on `conn`; returns the connection to the pool once the response is complete.
+    /// Sends `req` on `conn`. The [`Lease`] returns the connection to the pool once the response
+    /// body has been read to the end; dropped before that, the connection is closed.
     pub async fn send(
         &self,
         conn: Conn,
         req: hyper::Request<Body>,
-    ) -> Result<hyper::Response<Incoming>, SendFailure> {
+    ) -> Result<(hyper::Response<Incoming>, Lease), SendFailure> {
         let Conn { mut sender, reused } = conn;
         match sender.send_request(req).await {
-            Ok(resp) => {
-                self.recycle(sender);
-                Ok(resp)
-            }
+            Ok(resp) => Ok((
+                resp,
+                Lease {
+                    sender,
+                    pool: Arc::clone(&self.idle),
+                },
+            )),
             Err(e) => Err(classify(&e, reused)),
         }
     }
+}
 
-    fn recycle(&self, mut sender: SendRequest<Body>) {
-        let idle = Arc::clone(&self.idle);
-        // The sender becomes ready again once the response body has been read to the end; a
-        // connection whose body was dropped half-way is closed by hyper and never comes back.
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < POOL_MAX {
-                    idle.push((sender, Instant::now()));
-                }
-            }
-        });
+/// A connection lent to one response.
+pub struct Lease {
+    sender: SendRequest<Body>,
+    pool: IdlePool,
+}
+
+impl Lease {
+    /// The response was read to the end: the connection may serve another request.
+    pub fn give_back(self) {
+        let mut idle = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < POOL_MAX {
+            idle.push_back((self.sender, Instant::now()));
+        }
     }
 }
 
