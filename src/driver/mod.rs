@@ -1,4 +1,9 @@
-//! Performs the backend machine's actions: the queue of held requests, wake cycles, probes (B3, H1–H5).
+//! Performs the backend machine's actions: the queue of held requests and their release (H1–H5);
+//! the wake cycle itself is in [`cycle`].
+
+mod cycle;
+
+use cycle::{log_outcome, release};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -6,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Action, Event, Machine, State};
@@ -320,105 +325,5 @@ impl Driver {
                 }
             }
         }
-    }
-
-    /// One wake cycle: wake with every method, re-send magic packets, probe until an answer or timeout.
-    async fn run_cycle(self: Arc<Self>, cycle: u64) {
-        let started = Instant::now();
-        let Some(waker) = self.waker.clone() else {
-            return;
-        };
-        if let Some(c) = self.lock().cause.take() {
-            tracing::info!(cycle, method = %c.method, path = %c.path, client = %c.client, "waking Ollama");
-        }
-        let w = Arc::clone(&waker);
-        tokio::spawn(async move {
-            for outcome in w.wake_all().await {
-                log_outcome(&outcome);
-            }
-        });
-        let deadline = tokio::time::Instant::from_std(started + self.cfg.wake_timeout);
-        let mut resend = tokio::time::interval_at(
-            tokio::time::Instant::now() + RESEND_INTERVAL,
-            RESEND_INTERVAL,
-        );
-        let mut probe = tokio::time::interval(PROBE_INTERVAL);
-        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (found_tx, mut found_rx) = mpsc::channel::<()>(1);
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    let action = self.apply(&mut self.lock(), Event::CycleTimedOut { cycle });
-                    self.perform(action);
-                    return;
-                }
-                _ = self.shutdown.cancelled() => return,
-                Some(()) = found_rx.recv() => {
-                    tracing::info!(cycle, took_ms = started.elapsed().as_millis() as u64, "wake cycle done");
-                    self.answered();
-                    return;
-                }
-                _ = resend.tick(), if waker.has_magic() => {
-                    let w = Arc::clone(&waker);
-                    tokio::spawn(async move {
-                        if let Some(o) = w.send_magic().await { log_outcome(&o) }
-                    });
-                }
-                _ = probe.tick() => {
-                    if self.state() != State::Waking {
-                        return; // something else heard Ollama; the release already happened
-                    }
-                    let found = found_tx.clone();
-                    let client = Arc::clone(&self.client);
-                    let limit = self.cfg.probe_timeout;
-                    tokio::spawn(async move {
-                        if tokio::time::timeout(limit, probe_once(&client)).await == Ok(true) {
-                            let _ = found.try_send(());
-                        }
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// H2: lets held requests go in arrival order, each after the previous one has its connection.
-async fn release(queue: VecDeque<Held>, connect_timeout: Duration) {
-    for held in queue {
-        let (ack_tx, ack_rx) = oneshot::channel();
-        if held.tx.send(Release::Go(ack_tx)).is_ok() {
-            let _ = tokio::time::timeout(connect_timeout, ack_rx).await;
-        }
-    }
-}
-
-/// `GET /api/version` on a new connection; true on a 2xx answer.
-async fn probe_once(client: &Client) -> bool {
-    use http_body_util::BodyExt;
-    let Ok(sender) = client.connect().await else {
-        return false;
-    };
-    let conn = crate::upstream::Conn::fresh(sender);
-    let req = hyper::Request::get(client.upstream().url_path("/api/version"))
-        .header(hyper::header::HOST, client.upstream().authority.as_str())
-        .body(axum::body::Body::empty());
-    let Ok(req) = req else { return false };
-    match client.send(conn, req).await {
-        Ok((resp, lease)) if resp.status().is_success() => {
-            let read = resp.into_body().collect().await.is_ok();
-            if read {
-                lease.give_back(); // the first released request can use it
-            }
-            read
-        }
-        _ => false,
-    }
-}
-
-fn log_outcome(outcome: &crate::wake::Outcome) {
-    if outcome.is_ok() {
-        tracing::info!("{outcome}");
-    } else {
-        tracing::warn!("{outcome}");
     }
 }

@@ -1,0 +1,147 @@
+//! Wake settings: magic packets (MAC, destinations, port, interface, SecureOn) and the HTTP wake URL.
+
+use std::net::Ipv4Addr;
+
+use reqwest::Url;
+use wol::{MacAddr, SenderConfig};
+
+use super::{bad, bad_secret, number, ConfigError, Secret};
+use crate::cli::WakeArgs;
+
+/// Magic-packet settings.
+#[derive(Debug, Clone)]
+pub struct MagicConfig {
+    pub mac: MacAddr,
+    pub secureon: Option<Secret<MacAddr>>,
+    pub sender: SenderConfig,
+}
+
+/// HTTP wake settings.
+#[derive(Debug, Clone)]
+pub struct HttpWakeConfig {
+    pub url: Url,
+    pub key: Option<Secret<String>>,
+}
+
+/// Every configured wake method.
+#[derive(Debug, Clone, Default)]
+pub struct WakeConfig {
+    pub magic: Option<MagicConfig>,
+    pub http: Option<HttpWakeConfig>,
+}
+
+impl WakeConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.magic.is_some() || self.http.is_some()
+    }
+}
+
+impl WakeConfig {
+    pub fn from_args(args: &WakeArgs) -> Result<Self, ConfigError> {
+        let port: u16 = number("--wol-port", "WOL_PORT", &args.wol_port)?;
+        let destinations = args
+            .broadcast
+            .split(',')
+            .map(|s| {
+                s.trim().parse::<Ipv4Addr>().map_err(|_| {
+                    bad(
+                        "--broadcast",
+                        "WOL_BROADCAST",
+                        &args.broadcast,
+                        format!("{:?} is not an IPv4 address", s.trim()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(iface) = &args.interface {
+            if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+                return Err(bad(
+                    "--interface",
+                    "WOL_INTERFACE",
+                    iface,
+                    "not an interface name",
+                ));
+            }
+        }
+        let secureon = match &args.secureon {
+            Some(s) => Some(Secret::new(s.parse::<MacAddr>().map_err(|e| {
+                bad_secret(
+                    "--secureon",
+                    "WOL_SECUREON",
+                    format!("not a 6-byte password written like a MAC ({e})"),
+                )
+            })?)),
+            None => None,
+        };
+        let magic = match &args.mac {
+            Some(mac) => Some(MagicConfig {
+                mac: mac.parse().map_err(|e| bad("--mac", "WOL_MAC", mac, e))?,
+                secureon,
+                sender: SenderConfig {
+                    destinations,
+                    port,
+                    interface: args.interface.clone(),
+                    ..SenderConfig::default()
+                },
+            }),
+            None if secureon.is_some() => {
+                return Err(bad_secret(
+                    "--secureon",
+                    "WOL_SECUREON",
+                    "needs --mac (WOL_MAC)",
+                ))
+            }
+            None => None,
+        };
+        let http = match &args.wake_url {
+            Some(raw) => Some(parse_wake_url(raw, args.wake_key.as_deref())?),
+            None if args.wake_key.is_some() => {
+                return Err(bad_secret(
+                    "--wake-key",
+                    "WAKE_KEY",
+                    "needs --wake-url (WAKE_URL)",
+                ))
+            }
+            None => None,
+        };
+        Ok(WakeConfig { magic, http })
+    }
+}
+
+fn parse_wake_url(raw: &str, key: Option<&str>) -> Result<HttpWakeConfig, ConfigError> {
+    let url = Url::parse(raw.trim()).map_err(|e| bad("--wake-url", "WAKE_URL", raw, e))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(bad(
+                "--wake-url",
+                "WAKE_URL",
+                raw,
+                "https is not supported in this build; use http on the LAN",
+            ))
+        }
+        _ => {
+            return Err(bad(
+                "--wake-url",
+                "WAKE_URL",
+                raw,
+                "expected an http:// URL",
+            ))
+        }
+    }
+    if url.host_str().is_none() {
+        return Err(bad("--wake-url", "WAKE_URL", raw, "missing host"));
+    }
+    if key.is_some() && crate::wake::http::url_mac(&url).is_none() {
+        return Err(bad(
+            "--wake-url",
+            "WAKE_URL",
+            raw,
+            "--wake-key (WAKE_KEY) signs the URL's mac parameter, but the URL has none",
+        ));
+    }
+    Ok(HttpWakeConfig {
+        url,
+        key: key.map(|k| Secret::new(k.to_string())),
+    })
+}
