@@ -274,6 +274,7 @@ mod tests {
     use super::*;
     use crate::cli::Cli;
     use clap::Parser;
+    use std::net::Ipv4Addr;
 
     fn serve(args: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["ollama-proxy"];
