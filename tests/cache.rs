@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::{client, Child, Fake, Proxy};
+use common::{client, post_json, Child, Fake, Proxy};
 
 async fn get(url: String) -> reqwest::Response {
     client().get(url).send().await.unwrap()
@@ -68,12 +68,7 @@ async fn stale_copies_while_ollama_is_down() {
     }
     assert_eq!(fake.log().count("/api/tags"), 2);
     assert_eq!(get(proxy.url("/api/version")).await.status(), 200);
-    let show = client()
-        .post(proxy.url("/api/show"))
-        .json(&json!({"model": "llama3.2:latest"}))
-        .send()
-        .await
-        .unwrap();
+    let show = post_json(proxy.url("/api/show"), &json!({"model": "llama3.2:latest"})).await;
     assert_eq!(show.status(), 200);
     let show: Value = show.json().await.unwrap();
     fake.kill().await;
@@ -91,12 +86,7 @@ async fn stale_copies_while_ollama_is_down() {
         resp.json::<Value>().await.unwrap(),
         json!({"version": "0.33.0"})
     );
-    let resp = client()
-        .post(proxy.url("/api/show"))
-        .json(&json!({"model": "llama3.2:latest"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/show"), &json!({"model": "llama3.2:latest"})).await;
     assert_eq!(header(&resp, "x-ollama-proxy-cache"), "stale");
     assert_eq!(resp.json::<Value>().await.unwrap(), show);
     assert_eq!(
@@ -133,12 +123,7 @@ async fn a_pull_marks_the_list_stale() {
         header(&get(proxy.url("/api/tags")).await, "x-ollama-proxy-cache"),
         "fresh"
     );
-    let pull = client()
-        .post(proxy.url("/api/pull"))
-        .json(&json!({"model": "qwen3"}))
-        .send()
-        .await
-        .unwrap();
+    let pull = post_json(proxy.url("/api/pull"), &json!({"model": "qwen3"})).await;
     assert!(pull.text().await.unwrap().contains("success"));
     let resp = get(proxy.url("/api/tags")).await;
     assert_eq!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use common::sleeping::SleepingHost;
-use common::{bin, client, Child, Fake};
+use common::{bin, client, post_json, Child, Fake};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -114,12 +114,7 @@ async fn sigterm_lets_streams_finish_and_answers_held_requests_503() {
         .chunks
         .store(8, std::sync::atomic::Ordering::SeqCst);
     let mut streaming = Child::start(&["--ollama-url", &fake.url()], &[]).await;
-    let mut resp = client()
-        .post(streaming.url("/api/chat"))
-        .json(&json!({"model": "m"}))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = post_json(streaming.url("/api/chat"), &json!({"model": "m"})).await;
     let mut body = resp.chunk().await.unwrap().unwrap().to_vec();
 
     // A proxy holding a request for a host that never wakes.
@@ -128,30 +123,8 @@ async fn sigterm_lets_streams_finish_and_answers_held_requests_503() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut holding = Child::start(&argv, &[]).await;
     let url = holding.url("/api/chat");
-    let held = tokio::spawn(async move {
-        client()
-            .post(url)
-            .json(&json!({"model": "m"}))
-            .send()
-            .await
-            .unwrap()
-    });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let h: serde_json::Value = client()
-            .get(holding.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if h["held"] == 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "request never held");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let held = tokio::spawn(async move { post_json(url, &json!({"model": "m"})).await });
+    common::wait_held(&holding.url("/health"), 1, Duration::from_secs(5)).await;
 
     let (s1, s2) = tokio::join!(streaming.terminate(), holding.terminate());
     assert!(s1.success() && s2.success(), "{s1:?} {s2:?}");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{client, Fake, Proxy};
+use common::{client, get_json, post_json, Fake, Proxy};
 
 async fn setup(extra: &[&str]) -> (Fake, Proxy) {
     common::logs();
@@ -80,12 +80,11 @@ async fn ndjson_chunks_arrive_as_written() {
     fake.knobs().chunk_delay_ms.store(150, Ordering::SeqCst);
     fake.knobs().chunks.store(6, Ordering::SeqCst);
     let start = Instant::now();
-    let resp = client()
-        .post(proxy.url("/api/chat"))
-        .json(&json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        proxy.url("/api/chat"),
+        &json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
     let (got, end) = chunks(resp).await;
     end.unwrap();
@@ -111,12 +110,7 @@ async fn ndjson_chunks_arrive_as_written() {
 async fn sse_stream_is_intact() {
     let (fake, proxy) = setup(&[]).await;
     fake.knobs().chunk_delay_ms.store(20, Ordering::SeqCst);
-    let resp = client()
-        .post(proxy.url("/v1/chat/completions"))
-        .json(&json!({"model": "llama3.2", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/v1/chat/completions"), &json!({"model": "llama3.2", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let body = resp.text().await.unwrap();
     let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
@@ -135,12 +129,11 @@ async fn client_disconnect_cancels_upstream() {
     let (fake, proxy) = setup(&[]).await;
     fake.knobs().chunk_delay_ms.store(100, Ordering::SeqCst);
     fake.knobs().chunks.store(200, Ordering::SeqCst);
-    let mut resp = client()
-        .post(proxy.url("/api/generate"))
-        .json(&json!({"model": "llama3.2", "prompt": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = post_json(
+        proxy.url("/api/generate"),
+        &json!({"model": "llama3.2", "prompt": "hi"}),
+    )
+    .await;
     resp.chunk().await.unwrap().unwrap();
     drop(resp);
     fake.log()
@@ -189,15 +182,8 @@ async fn timeouts_give_504_naming_the_option() {
     );
     assert!(start.elapsed() < Duration::from_millis(2_900));
 
-    let (status, body) = error_of(
-        client()
-            .post(proxy.url("/api/chat"))
-            .json(&json!({"model": "m"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) =
+        error_of(post_json(proxy.url("/api/chat"), &json!({"model": "m"})).await).await;
     assert_eq!(status, 504);
     assert!(
         body["error"]
@@ -207,15 +193,8 @@ async fn timeouts_give_504_naming_the_option() {
         "{body}"
     );
 
-    let (status, body) = error_of(
-        client()
-            .post(proxy.url("/v1/chat/completions"))
-            .json(&json!({"model": "m"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) =
+        error_of(post_json(proxy.url("/v1/chat/completions"), &json!({"model": "m"})).await).await;
     assert_eq!(status, 504);
     assert_eq!(body["error"]["type"], "api_error", "{body}");
     assert!(body["error"]["message"]
@@ -226,12 +205,7 @@ async fn timeouts_give_504_naming_the_option() {
     // Silence mid-stream longer than the model timeout cuts the stream abnormally.
     fake.knobs().header_delay_ms.store(0, Ordering::SeqCst);
     fake.knobs().stall_after.store(2, Ordering::SeqCst);
-    let resp = client()
-        .post(proxy.url("/api/chat"))
-        .json(&json!({"model": "m"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/chat"), &json!({"model": "m"})).await;
     assert_eq!(resp.status(), 200);
     let (got, end) = chunks(resp).await;
     assert_eq!(got.len(), 2);
@@ -244,12 +218,7 @@ async fn ollama_dying_mid_stream_ends_abnormally() {
     let (fake, proxy) = setup(&[]).await;
     fake.knobs().die_after.store(3, Ordering::SeqCst);
     fake.knobs().chunk_delay_ms.store(10, Ordering::SeqCst);
-    let resp = client()
-        .post(proxy.url("/api/chat"))
-        .json(&json!({"model": "m"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/chat"), &json!({"model": "m"})).await;
     let (got, end) = chunks(resp).await;
     assert!(!got.is_empty());
     assert!(end.is_err(), "stream ended cleanly after Ollama died");
@@ -263,43 +232,20 @@ async fn unreachable_without_wake_method_is_502() {
     drop(closed);
     let proxy = Proxy::start(&["--ollama-url", &url]).await;
     let start = Instant::now();
-    let (status, body) = error_of(
-        client()
-            .post(proxy.url("/api/chat"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = error_of(post_json(proxy.url("/api/chat"), &json!({})).await).await;
     assert_eq!(status, 502);
     assert!(
         body["error"].as_str().unwrap().contains("no wake method"),
         "{body}"
     );
-    let (status, body) = error_of(
-        client()
-            .post(proxy.url("/v1/embeddings"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = error_of(post_json(proxy.url("/v1/embeddings"), &json!({})).await).await;
     assert_eq!(status, 502);
     assert!(body["error"]["message"].is_string(), "{body}");
     assert!(start.elapsed() < Duration::from_secs(2));
     // What is always answerable still is.
     let resp = client().get(proxy.url("/")).send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), "Ollama is running");
-    let v: Value = client()
-        .get(proxy.url("/api/ps"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(proxy.url("/api/ps")).await;
     assert_eq!(v, json!({"models": []}));
     proxy.stop().await;
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use common::fake::{Fake, FakeState, Knobs, Log};
 use common::netns::Net;
-use common::{client, Proxy};
+use common::{client, post_json, Proxy};
 
 const MAC: &str = "02:00:5e:10:20:30";
 
@@ -129,12 +129,11 @@ async fn silent_host_is_woken_by_a_directed_broadcast() {
     host.sleep();
     host.wake_on_lan(Duration::from_millis(300));
     let proxy = start_proxy(&host).await;
-    let resp = client()
-        .post(proxy.url("/api/chat"))
-        .json(&json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        proxy.url("/api/chat"),
+        &json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains("\"done\":true"));
     assert!(host.packets.load(Ordering::SeqCst) >= 1);

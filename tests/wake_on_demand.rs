@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use common::sleeping::{SleepingHost, MAC};
-use common::{client, Fake, Proxy};
+use common::{client, get_json, post_json, Fake, Proxy};
 
 fn chat() -> Value {
     json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]})
@@ -30,12 +30,7 @@ async fn one_request_wakes_the_host_and_gets_its_answer() {
     let mut host = SleepingHost::new(Duration::from_millis(300)).await;
     let proxy = proxy_for(&host, &[]).await;
     let start = Instant::now();
-    let resp = client()
-        .post(proxy.url("/api/chat"))
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/chat"), &chat()).await;
     assert_eq!(resp.status(), 200);
     let first = Instant::now();
     let body = resp.text().await.unwrap();
@@ -100,9 +95,7 @@ async fn failed_wake_answers_every_held_request_with_503() {
     let mut tasks = Vec::new();
     for path in ["/api/chat", "/api/generate", "/v1/chat/completions"] {
         let url = proxy.url(path);
-        tasks.push(tokio::spawn(async move {
-            client().post(url).json(&chat()).send().await.unwrap()
-        }));
+        tasks.push(tokio::spawn(async move { post_json(url, &chat()).await }));
     }
     for (t, openai) in tasks.into_iter().zip([false, false, true]) {
         let resp = t.await.unwrap();
@@ -130,15 +123,7 @@ async fn failed_wake_answers_every_held_request_with_503() {
     // The next request starts a new cycle.
     let t = tokio::spawn({
         let url = proxy.url("/api/chat");
-        async move {
-            client()
-                .post(url)
-                .json(&chat())
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        async move { post_json(url, &chat()).await.status() }
     });
     assert_eq!(t.await.unwrap(), 503);
     assert_eq!(proxy.health().await["wakes"], 2);
@@ -152,25 +137,12 @@ async fn queue_overflow_is_503_at_once() {
     let held: Vec<_> = (0..2)
         .map(|_| {
             let url = proxy.url("/api/chat");
-            tokio::spawn(async move {
-                client()
-                    .post(url)
-                    .json(&chat())
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
+            tokio::spawn(async move { post_json(url, &chat()).await.status() })
         })
         .collect();
     proxy.wait_held(2, Duration::from_secs(5)).await;
     let start = Instant::now();
-    let resp = client()
-        .post(proxy.url("/api/chat"))
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/chat"), &chat()).await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
     assert!(resp.text().await.unwrap().contains("MAX_QUEUE"));
@@ -236,12 +208,11 @@ async fn cached_metadata_never_wakes_but_an_empty_cache_does() {
             200
         );
     }
-    let show = client()
-        .post(filler.url("/api/show"))
-        .json(&json!({"model": "llama3.2:latest"}))
-        .send()
-        .await
-        .unwrap();
+    let show = post_json(
+        filler.url("/api/show"),
+        &json!({"model": "llama3.2:latest"}),
+    )
+    .await;
     assert_eq!(show.status(), 200);
     show.bytes().await.unwrap();
     filler.stop().await;
@@ -259,12 +230,7 @@ async fn cached_metadata_never_wakes_but_an_empty_cache_does() {
         let resp = client().get(proxy.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
     }
-    let resp = client()
-        .post(proxy.url("/api/show"))
-        .json(&json!({"model": "llama3.2:latest"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/show"), &json!({"model": "llama3.2:latest"})).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         host.packets.load(Ordering::SeqCst),
@@ -273,12 +239,7 @@ async fn cached_metadata_never_wakes_but_an_empty_cache_does() {
     );
     assert_eq!(proxy.health().await["wakes"], 0);
     // Not cached: /api/show of another model may wake (C4).
-    let resp = client()
-        .post(proxy.url("/api/show"))
-        .json(&json!({"model": "llama3.2"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/show"), &json!({"model": "llama3.2"})).await;
     assert_eq!(resp.status(), 200);
     assert!(host.packets.load(Ordering::SeqCst) >= 1);
     proxy.stop().await;
@@ -293,14 +254,7 @@ async fn cached_metadata_never_wakes_but_an_empty_cache_does() {
         "llama3.2:latest"
     );
     assert!(host.packets.load(Ordering::SeqCst) >= 1);
-    let v: Value = client()
-        .get(proxy.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(proxy.url("/v1/models")).await;
     assert_eq!(v["data"][0]["id"], "llama3.2:latest");
     proxy.stop().await;
 }
@@ -309,12 +263,7 @@ async fn cached_metadata_never_wakes_but_an_empty_cache_does() {
 async fn wake_time_does_not_count_against_request_timeouts() {
     let host = SleepingHost::new(Duration::from_millis(1_500)).await;
     let proxy = proxy_for(&host, &["--timeout", "1", "--model-timeout", "1"]).await;
-    let resp = client()
-        .post(proxy.url("/api/chat"))
-        .json(&chat())
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/chat"), &chat()).await;
     assert_eq!(resp.status(), 200);
     resp.text().await.unwrap();
     let resp = client().get(proxy.url("/echo")).send().await.unwrap();
@@ -343,12 +292,7 @@ async fn after_wake_interval_a_request_wakes_in_parallel_without_delay() {
     .await;
     // Never heard from Ollama: the first request that may wake sends a wake alongside.
     let start = Instant::now();
-    let resp = client()
-        .post(proxy.url("/api/chat"))
-        .json(&json!({"stream": false}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/chat"), &json!({"stream": false})).await;
     assert_eq!(resp.status(), 200);
     assert!(start.elapsed() < Duration::from_millis(500));
     let mut buf = [0u8; 200];
@@ -362,12 +306,7 @@ async fn after_wake_interval_a_request_wakes_in_parallel_without_delay() {
         .await
         .is_ok()
     {}
-    let resp = client()
-        .post(proxy.url("/api/chat"))
-        .json(&json!({"stream": false}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(proxy.url("/api/chat"), &json!({"stream": false})).await;
     assert_eq!(resp.status(), 200);
     assert!(
         tokio::time::timeout(Duration::from_millis(500), wol.recv(&mut buf))
@@ -412,12 +351,11 @@ async fn http_wake_through_wolgoweb_with_a_key() {
         "s3cret",
     ])
     .await;
-    let resp = client()
-        .post(proxy.url("/api/generate"))
-        .json(&json!({"model": "llama3.2", "prompt": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        proxy.url("/api/generate"),
+        &json!({"model": "llama3.2", "prompt": "hi"}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains("\"done\":true"));
     host.awake(Duration::from_secs(1)).await;

@@ -60,30 +60,12 @@ impl Proxy {
 
     /// The backend state from /health.
     pub async fn health(&self) -> serde_json::Value {
-        client()
-            .get(self.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(self.url("/health")).await
     }
 
     /// Waits (bounded) until /health reports `held` requests.
     pub async fn wait_held(&self, held: u64, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let h = self.health().await;
-            if h["held"].as_u64() == Some(held) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never reached held={held}: {h}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_held(&self.url("/health"), held, limit).await;
     }
 }
 
@@ -91,6 +73,39 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Waits (bounded) until the /health at `url` reports `held` requests.
+pub async fn wait_held(url: &str, held: u64, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let h = get_json(url.to_string()).await;
+        if h["held"].as_u64() == Some(held) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached held={held}: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `POST url` with a JSON body.
+pub async fn post_json(url: String, body: &serde_json::Value) -> reqwest::Response {
+    client().post(url).json(body).send().await.unwrap()
+}
+
+/// `GET url`, answer parsed as JSON.
+pub async fn get_json(url: String) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// An HTTP client that never uses a system proxy.
