@@ -191,6 +191,10 @@ pub async fn forward(
                 tracing::info!(path = %out.path_and_query, error = %why, "Ollama stopped acknowledging (asleep?)");
                 driver.unreachable();
                 if !out.body.replayable() {
+                    // F4: too large to hold; the client retries while the wake goes on.
+                    if may_wake {
+                        driver.wake(&out.cause);
+                    }
                     let reason =
                         format!("the connection broke before Ollama received the request ({why})");
                     return Err(ProxyError::Asleep(reason, driver.retry_after()).into());

@@ -133,11 +133,8 @@ impl Client {
 
     /// A new connection, never from the pool.
     pub async fn connect(&self) -> Result<SendRequest<Body>, ConnectError> {
-        let target = format!(
-            "{}:{}",
-            self.upstream.host.trim_matches(['[', ']']),
-            self.upstream.port
-        );
+        // IPv6 hosts keep their brackets: "[fd00::5]:11434".
+        let target = format!("{}:{}", self.upstream.host, self.upstream.port);
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
             .await
             .map_err(|e| ConnectError::Resolve(target.clone(), e.to_string()))?

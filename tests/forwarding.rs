@@ -249,3 +249,17 @@ async fn unreachable_without_wake_method_is_502() {
     assert_eq!(v, json!({"models": []}));
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn ipv6_upstream() {
+    let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    };
+    let fake = Fake::start(listener);
+    let url = format!("http://[::1]:{}", fake.addr.port());
+    let proxy = Proxy::start(&["--ollama-url", &url]).await;
+    let v: Value = get_json(proxy.url("/echo")).await;
+    assert_eq!(v["host"], format!("[::1]:{}", fake.addr.port()));
+    proxy.stop().await;
+}

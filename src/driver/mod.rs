@@ -157,6 +157,15 @@ impl Driver {
         action
     }
 
+    /// A wake is needed: starts a cycle (remembering its cause for the log) unless one runs.
+    fn wake_needed(&self, inner: &mut Inner, cause: &Cause) -> Option<Action> {
+        let action = self.apply(inner, Event::WakeNeeded);
+        if action.is_some() {
+            inner.cause = Some(cause.clone());
+        }
+        action
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -207,6 +216,15 @@ impl Driver {
     pub fn unreachable(&self) {
         self.apply(&mut self.lock(), Event::Unreachable);
         self.client.clear_pool();
+    }
+
+    /// Starts (or joins) a wake cycle without holding a request.
+    pub fn wake(self: &Arc<Self>, cause: &Cause) {
+        if self.waker.is_none() {
+            return;
+        }
+        let action = self.wake_needed(&mut self.lock(), cause);
+        self.perform(action);
     }
 
     /// W4: sends a wake now, without waiting, when Ollama has not been heard from for WAKE_INTERVAL.
@@ -261,11 +279,7 @@ impl Driver {
             inner.next_id += 1;
             let id = inner.next_id;
             inner.queue.push_back(Held { id, tx });
-            let action = self.apply(&mut inner, Event::WakeNeeded);
-            if action.is_some() {
-                inner.cause = Some(cause.clone());
-            }
-            (id, action)
+            (id, self.wake_needed(&mut inner, cause))
         };
         self.perform(action);
         Ok(Ticket {
