@@ -231,3 +231,28 @@ async fn a_request_ollama_received_is_never_sent_twice() {
     assert_eq!(*host.state.log.arrivals.lock().unwrap(), ["once"]);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_connect_that_hangs_is_a_502_after_the_connect_timeout_without_wake_method() {
+    let Some(net) = Net::create() else { return };
+    let host = Host::new(net, true);
+    host.sleep(); // silent: SYNs go unanswered, the connect hangs
+    common::logs();
+    let url = format!("http://{}:11434", host.net.peer_ip);
+    let proxy = Proxy::start(&["--ollama-url", &url, "--connect-timeout", "1s"]).await;
+    let start = std::time::Instant::now();
+    let resp = post_json(proxy.url("/api/chat"), &json!({"model": "m"})).await;
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("timed out"),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert_eq!(proxy.health().await["backend"], "asleep");
+    proxy.stop().await;
+}
