@@ -131,6 +131,20 @@ async fn main() -> anyhow::Result<()> {
         "load: {} s per wrk run; all processes on 127.0.0.1, sharing the same cores",
         secs()
     );
+    // BENCH_ONLY=wake: only the wake-release measurement (quick check while tuning).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("wake") {
+        let absorb = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let port = absorb.local_addr()?.port().to_string();
+        let wake_args = [
+            "--mac",
+            "02:00:00:00:00:01",
+            "--broadcast",
+            "127.0.0.1",
+            "--wol-port",
+            &port,
+        ];
+        return stream::wake_release(&release, &wake_args).await;
+    }
 
     let fake = Fake::start(&release, false)?;
     let nginx = Nginx::start(&fake.url())?;

@@ -20,7 +20,7 @@ use crate::upstream::Client;
 use crate::wake::Waker;
 
 /// Interval between wake-cycle probes of `GET /api/version`.
-const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 /// Interval between magic-packet bursts during a wake cycle.
 const RESEND_INTERVAL: Duration = Duration::from_secs(3);
 /// Past wake durations kept for `Retry-After`.
