@@ -165,11 +165,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         .arg(&copy)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
 

@@ -48,11 +48,7 @@ fn wake_as(wrapper: &[&str], args: &[&str]) -> String {
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     assert!(out.status.success(), "{text}");
     text
 }

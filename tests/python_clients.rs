@@ -30,11 +30,7 @@ pub async fn run_clients(py: &PathBuf, base: &str, extra: &[&str]) -> String {
     .await
     .expect("python clients hung")
     .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     assert!(out.status.success(), "{text}");
     text
 }

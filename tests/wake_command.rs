@@ -14,7 +14,7 @@ use md5::{Digest, Md5};
 use serde_json::json;
 use tokio::net::{TcpListener, UdpSocket};
 
-use common::{bin, Fake, Proxy};
+use common::{bin, output_text as text, Fake, Proxy};
 
 /// Runs the binary with a clean environment plus `env`.
 async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -30,14 +30,6 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         .await
         .expect("command hung")
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn expected_packet(mac: [u8; 6], secureon: Option<[u8; 6]>) -> Vec<u8> {

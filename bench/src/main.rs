@@ -131,18 +131,19 @@ async fn main() -> anyhow::Result<()> {
         "load: {} s per wrk run; all processes on 127.0.0.1, sharing the same cores",
         secs()
     );
+    // Magic packets from the proxies under test land on this socket, on loopback.
+    let absorb = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let wol_port = absorb.local_addr()?.port().to_string();
+    let wake_args = [
+        "--mac",
+        "02:00:00:00:00:01",
+        "--broadcast",
+        "127.0.0.1",
+        "--wol-port",
+        &wol_port,
+    ];
     // BENCH_ONLY=wake: only the wake-release measurement (quick check while tuning).
     if std::env::var("BENCH_ONLY").as_deref() == Ok("wake") {
-        let absorb = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = absorb.local_addr()?.port().to_string();
-        let wake_args = [
-            "--mac",
-            "02:00:00:00:00:01",
-            "--broadcast",
-            "127.0.0.1",
-            "--wol-port",
-            &port,
-        ];
         return stream::wake_release(&release, &wake_args).await;
     }
 
@@ -167,16 +168,6 @@ async fn main() -> anyhow::Result<()> {
     reqwest::get(filler.url("/api/tags")).await?.bytes().await?;
     filler.stop().await;
     let sleeping = Fake::start(&release, true)?;
-    let absorb = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    let wol_port = absorb.local_addr()?.port().to_string();
-    let wake_args = [
-        "--mac",
-        "02:00:00:00:00:01",
-        "--broadcast",
-        "127.0.0.1",
-        "--wol-port",
-        &wol_port,
-    ];
     let mut args = wake_args.to_vec();
     args.extend(["--cache-file", &cache_file]);
     let cached = Proxy::start(&release, &sleeping.url(), &args).await?;

@@ -121,6 +121,15 @@ pub fn logs() {
         .try_init();
 }
 
+/// A finished command's stdout and stderr, for messages and checks.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Path of the built binary.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ollama-proxy")
