@@ -120,6 +120,18 @@ impl http_body::Body for Announce {
     }
 }
 
+/// Reads a whole (small) answer from Ollama with the silence limit; read to the end, its connection
+/// goes back to the pool.
+pub async fn read_all(
+    resp: hyper::Response<Incoming>,
+    lease: crate::upstream::Lease,
+    silence: Duration,
+) -> Result<Bytes, BoxError> {
+    use http_body_util::BodyExt;
+    let body = UpstreamBody::new(resp.into_body(), lease, silence, 0, None);
+    Ok(body.collect().await?.to_bytes())
+}
+
 /// Called with the whole body when it ended cleanly (and fit the capture limit).
 pub type OnEnd = Box<dyn FnOnce(Option<Bytes>) + Send>;
 

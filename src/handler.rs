@@ -8,7 +8,6 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use crate::body::{OnEnd, ReqBody};
@@ -232,15 +231,14 @@ async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Fa
     let (resp, lease) = send(app, &mut out, may_wake).await?;
     let status = resp.status();
     let ct = content_type(resp.headers());
-    let body = tokio::time::timeout(app.timeouts.model, resp.into_body().collect())
+    let limit = app.timeouts.model;
+    let body = tokio::time::timeout(limit, crate::body::read_all(resp, lease, limit))
         .await
         .map_err(|_| ProxyError::Timeout {
             option: "--model-timeout (MODEL_TIMEOUT_SECONDS)",
-            after: app.timeouts.model,
+            after: limit,
         })?
-        .map_err(|e| ProxyError::Upstream(e.to_string()))?
-        .to_bytes();
-    lease.give_back();
+        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
     if status != StatusCode::OK {
         return Err(ProxyError::Upstream(format!("/api/tags answered {status}")).into());
     }

@@ -72,7 +72,8 @@ impl Driver {
     }
 }
 
-/// H2: lets held requests go in arrival order, each after the previous one has its connection.
+/// H2: lets held requests go in arrival order, each once the previous one is on its way (its body
+/// handed to its connection, or a connection made for a body that cannot be replayed).
 pub(super) async fn release(queue: VecDeque<Held>, connect_timeout: Duration) {
     for held in queue {
         let (ack_tx, ack_rx) = oneshot::channel();
@@ -82,9 +83,11 @@ pub(super) async fn release(queue: VecDeque<Held>, connect_timeout: Duration) {
     }
 }
 
+/// Longest silence within a probe's answer (the whole probe is bounded by its caller too).
+const PROBE_SILENCE: Duration = Duration::from_secs(5);
+
 /// `GET /api/version` on a new connection; true on a 2xx answer.
 async fn probe_once(client: &Client) -> bool {
-    use http_body_util::BodyExt;
     let Ok(sender) = client.connect().await else {
         return false;
     };
@@ -94,12 +97,11 @@ async fn probe_once(client: &Client) -> bool {
         .body(axum::body::Body::empty());
     let Ok(req) = req else { return false };
     match client.send(conn, req).await {
+        // Read to the end, the connection is pooled: the first released request uses it.
         Ok((resp, lease)) if resp.status().is_success() => {
-            let read = resp.into_body().collect().await.is_ok();
-            if read {
-                lease.give_back(); // the first released request can use it
-            }
-            read
+            crate::body::read_all(resp, lease, PROBE_SILENCE)
+                .await
+                .is_ok()
         }
         _ => false,
     }
