@@ -73,7 +73,7 @@ async fn prepare(app: &App, req: Request, client: SocketAddr) -> Result<Outgoing
     };
     let patience = routes::patience(parts.uri.path());
     Ok(Outgoing::new(
-        &parts,
+        parts,
         body,
         cause,
         &app.client.upstream().authority,

@@ -68,16 +68,16 @@ impl From<ProxyError> for Failure {
 
 impl Outgoing {
     pub fn new(
-        parts: &axum::http::request::Parts,
+        parts: axum::http::request::Parts,
         body: ReqBody,
         cause: Cause,
         authority: &str,
         patience: Patience,
     ) -> Self {
-        let mut h = parts.headers.clone();
+        let mut h = parts.headers;
         headers::upstream_request(&mut h, cause.client.ip(), authority);
         Outgoing {
-            method: parts.method.clone(),
+            method: parts.method,
             path_and_query: parts
                 .uri
                 .path_and_query()
