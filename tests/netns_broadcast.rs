@@ -26,11 +26,14 @@ fn wake(args: &[&str]) -> String {
 /// setpriv to drop privileges).
 fn wake_as(wrapper: &[&str], args: &[&str]) -> String {
     use std::os::unix::fs::PermissionsExt;
-    let dir =
-        std::env::temp_dir().join(format!("opx-bin-{}-{}", std::process::id(), wrapper.len()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let exe = dir.join("ollama-proxy");
+    // Each call its own directory: a shared path let one test exec the copy while another was still
+    // writing it (ETXTBSY) or deleting it.
+    let dir = tempfile::Builder::new()
+        .prefix("opx-bin-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("ollama-proxy");
     std::fs::copy(common::bin(), &exe).unwrap();
     let mut cmd = match wrapper.split_first() {
         Some((first, rest)) => {
@@ -47,7 +50,7 @@ fn wake_as(wrapper: &[&str], args: &[&str]) -> String {
         .env_clear()
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let text = common::output_text(&out);
     assert!(out.status.success(), "{text}");
     text
