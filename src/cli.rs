@@ -59,6 +59,19 @@ pub struct ServeArgs {
     /// Largest request body buffered for replay (bytes, or 16MiB).
     #[arg(long, env = "MAX_HELD_BODY", default_value = "16MiB")]
     pub max_held_body: String,
+    /// Most client connections served at once; more wait in the listen backlog [default: derived
+    /// from the open-file limit, leaving room for connections to Ollama].
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
+    /// Memory for all request bodies buffered at once (bytes, or 256MiB).
+    #[arg(long, env = "BODY_BUDGET", default_value = "256MiB")]
+    pub body_budget: String,
+    /// A client must send a request's headers within this (seconds, or 60s, 1m).
+    #[arg(long, env = "CLIENT_HEADER_TIMEOUT", default_value = "60")]
+    pub client_header_timeout: String,
+    /// An idle keep-alive client connection is closed after this (seconds, or 75s).
+    #[arg(long, env = "CLIENT_IDLE_TIMEOUT", default_value = "75")]
+    pub client_idle_timeout: String,
     /// Persist the metadata cache in this file.
     #[arg(long, env = "CACHE_FILE")]
     pub cache_file: Option<String>,

@@ -116,6 +116,14 @@ pub struct Config {
     pub max_queue: usize,
     pub max_held_body: u64,
     pub cache_file: Option<PathBuf>,
+    /// Most client connections at once; `None`: derived from the open-file limit at start.
+    pub max_connections: Option<usize>,
+    /// Bytes of request bodies buffered at once, over all requests.
+    pub body_budget: u64,
+    /// Longest time a client may take to send a request's headers.
+    pub client_header_timeout: Duration,
+    /// Longest idle time of a keep-alive client connection between requests.
+    pub client_idle_timeout: Duration,
 }
 
 fn duration(
@@ -252,8 +260,53 @@ impl Config {
                 .as_ref()
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
+            max_connections: match &args.max_connections {
+                Some(v) => Some(positive(
+                    "--max-connections",
+                    "MAX_CONNECTIONS",
+                    v,
+                    number("--max-connections", "MAX_CONNECTIONS", v)?,
+                )?),
+                None => None,
+            },
+            body_budget: positive(
+                "--body-budget",
+                "BODY_BUDGET",
+                &args.body_budget,
+                parse_size(&args.body_budget)
+                    .map_err(|e| bad("--body-budget", "BODY_BUDGET", &args.body_budget, e))?,
+            )?,
+            client_header_timeout: nonzero(
+                "--client-header-timeout",
+                "CLIENT_HEADER_TIMEOUT",
+                &args.client_header_timeout,
+            )?,
+            client_idle_timeout: nonzero(
+                "--client-idle-timeout",
+                "CLIENT_IDLE_TIMEOUT",
+                &args.client_idle_timeout,
+            )?,
         })
     }
+}
+
+/// `n`, unless it is zero.
+fn positive<T: PartialEq + Default>(
+    flag: &'static str,
+    env: &'static str,
+    value: &str,
+    n: T,
+) -> Result<T, ConfigError> {
+    if n == T::default() {
+        return Err(bad(flag, env, value, "must be more than zero"));
+    }
+    Ok(n)
+}
+
+/// A duration in seconds that must be more than zero.
+fn nonzero(flag: &'static str, env: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = duration(flag, env, value, Unit::Seconds)?;
+    positive(flag, env, value, d)
 }
 
 /// True when `upstream` is this proxy's own listening address.
