@@ -1,19 +1,20 @@
 //! `run`: wires the parts together and serves until shutdown (D3), the function `main` and tests call.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::conn::ClientTimeouts;
 use crate::driver::{Driver, DriverConfig};
 use crate::handler::{handle, App};
+use crate::listen::{accept_loop, default_max_connections, raise_nofile};
 use crate::proxy::Timeouts;
 use crate::upstream::Client;
 use crate::wake::Waker;
@@ -52,6 +53,14 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
+    let nofile = raise_nofile();
+    let max_connections = cfg
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(nofile));
+    let timeouts = ClientTimeouts {
+        header: cfg.client_header_timeout,
+        idle: cfg.client_idle_timeout,
+    };
     let cache = Arc::new(Cache::load(cfg.cache_file.clone()));
     let persist_stop = CancellationToken::new();
     let persist = tokio::spawn(Arc::clone(&cache).persist(persist_stop.clone()));
@@ -60,6 +69,8 @@ pub async fn run(
         ollama = %cfg.ollama.upstream.url(""),
         magic_packets = cfg.wake.magic.is_some(),
         wake_url = cfg.wake.http.is_some(),
+        max_connections,
+        open_files = nofile,
         "ollama-proxy ready"
     );
     let app = App {
@@ -73,38 +84,34 @@ pub async fn run(
         cache,
     };
     let router = Router::new().fallback(handle).with_state(Arc::new(app));
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     // systemd (Type=notify): ready only now that the socket is bound; a no-op outside systemd.
     let status = format!("listening on {local}");
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&status),
     ]);
-    let stopping = {
-        let shutdown = shutdown.clone();
-        let driver = Arc::clone(&driver);
-        async move {
-            shutdown.cancelled().await;
-            notify(&[sd_notify::NotifyState::Stopping]);
-            tracing::info!(
-                held = driver.held(),
-                "shutting down: held requests get 503, streams may finish"
-            );
-            driver.stop();
-        }
-    };
-    let server = axum::serve(
+    let tracker = TaskTracker::new();
+    accept_loop(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        max_connections,
+        timeouts,
+        shutdown.clone(),
+        tracker.clone(),
     )
-    .with_graceful_shutdown(stopping);
-    tokio::select! {
-        r = server => r.context("server failed")?,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "cutting the streams still open after the grace period");
-        }
+    .await;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!(
+        held = driver.held(),
+        "shutting down: held requests get 503, streams may finish"
+    );
+    driver.stop();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "cutting the streams still open after the grace period");
     }
     persist_stop.cancel();
     let _ = persist.await;

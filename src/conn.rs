@@ -1,0 +1,254 @@
+//! One client connection: HTTP/1 served by hyper, watched for the header and idle timeouts (see
+//! "Limits" in docs/behaviour.md). A request being held or streamed keeps its connection busy,
+//! never idle.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+/// The client timeouts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientTimeouts {
+    /// Longest time from a request's first byte (or the connection's start) to its whole head.
+    pub header: Duration,
+    /// Longest time between the end of a response and the next request's first byte.
+    pub idle: Duration,
+}
+
+/// Between requests: the idle timeout runs.
+const IDLE: u8 = 0;
+/// Reading a request head (or waiting for the first one): the header timeout runs.
+const HEADERS: u8 = 1;
+/// At least one request is being served (held, forwarded or streamed): no timeout runs.
+const BUSY: u8 = 2;
+
+/// What a connection is doing, updated by its reads and its requests, read by its watchdog.
+struct Activity {
+    phase: AtomicU8,
+    /// When the phase began, in ms since `start`.
+    since_ms: AtomicU64,
+    busy: AtomicUsize,
+    start: Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            phase: AtomicU8::new(HEADERS),
+            since_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            start: Instant::now(),
+        }
+    }
+
+    fn enter(&self, phase: u8) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.since_ms.store(now, Ordering::Release);
+        self.phase.store(phase, Ordering::Release);
+    }
+
+    /// Bytes arrived: an idle connection starts a new request head.
+    fn read_some(&self) {
+        if self.phase.load(Ordering::Acquire) == IDLE {
+            self.enter(HEADERS);
+        }
+    }
+
+    fn begin(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.phase.store(BUSY, Ordering::Release);
+    }
+
+    fn end(&self) {
+        if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.enter(IDLE);
+        }
+    }
+
+    /// When the running timeout expires; `None` while busy.
+    fn deadline(&self, t: ClientTimeouts) -> Option<(Instant, u8)> {
+        let phase = self.phase.load(Ordering::Acquire);
+        let limit = match phase {
+            IDLE => t.idle,
+            HEADERS => t.header,
+            _ => return None,
+        };
+        let since = Duration::from_millis(self.since_ms.load(Ordering::Acquire));
+        Some((self.start + since + limit, phase))
+    }
+}
+
+/// The client's socket, reporting reads to the connection's [`Activity`].
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.read_some();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Marks one request as served when dropped: with the response body, or with the request's future
+/// when the client left before an answer.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.begin();
+        Busy(Arc::clone(activity))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// A response body that keeps its connection busy until it is finished or dropped.
+struct Tracked {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves one client connection until it ends, a timeout closes it, or shutdown has let its last
+/// response finish.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    client: SocketAddr,
+    router: Router,
+    timeouts: ClientTimeouts,
+    shutdown: CancellationToken,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let service = {
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let busy = Busy::new(&activity);
+            req.extensions_mut().insert(ConnectInfo(client));
+            let answer = router.clone().call(req.map(Body::new));
+            async move {
+                let resp = answer.await?;
+                Ok::<_, std::convert::Infallible>(
+                    resp.map(|inner| Body::new(Tracked { inner, _busy: busy })),
+                )
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        // While busy, look again after the shorter timeout: the phase changes without waking us.
+        let wake_at = activity
+            .deadline(timeouts)
+            .map(|(due, _)| due)
+            .unwrap_or_else(|| Instant::now() + timeouts.header.min(timeouts.idle));
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%client, error = %e, "client connection ended");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(wake_at) => {
+                match activity.deadline(timeouts) {
+                    Some((due, IDLE)) if due <= Instant::now() => {
+                        tracing::debug!(%client, "closing an idle client connection");
+                        return;
+                    }
+                    Some((due, HEADERS)) if due <= Instant::now() => {
+                        tracing::debug!(%client, "client sent no complete request head in time; closing");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
