@@ -22,6 +22,20 @@ pub enum ProxyError {
     /// Too many requests are already waiting for Ollama to wake.
     #[error("too many requests are waiting for Ollama to wake (MAX_QUEUE={0}); try again later")]
     QueueFull(usize, u64),
+    /// The proxy itself is short of a resource; Ollama's state is unknown and unchanged.
+    #[error("the proxy is out of {0}")]
+    OutOfResource(&'static str),
+    /// Buffered request bodies use all of BODY_BUDGET and this one would have to be held.
+    #[error("the proxy's memory for held request bodies is in use (BODY_BUDGET={budget}); try again later")]
+    BodyBudget {
+        /// The configured budget, as written for humans.
+        budget: String,
+        /// Seconds for `Retry-After`.
+        retry: u64,
+    },
+    /// A method the proxy never forwards (`CONNECT`, `TRACE`).
+    #[error("method {0} is not allowed")]
+    MethodNotAllowed(String),
     /// The client's request could not be read.
     #[error("{0}")]
     BadRequest(String),
@@ -41,18 +55,23 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Unreachable(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Asleep(..) | ProxyError::QueueFull(..) | ProxyError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::Asleep(..)
+            | ProxyError::QueueFull(..)
+            | ProxyError::ShuttingDown
+            | ProxyError::OutOfResource(_)
+            | ProxyError::BodyBudget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
     fn retry_after(&self) -> Option<u64> {
         match self {
             ProxyError::Asleep(_, s) | ProxyError::QueueFull(_, s) => Some(*s),
+            ProxyError::BodyBudget { retry, .. } => Some(*retry),
             ProxyError::ShuttingDown => Some(5),
+            ProxyError::OutOfResource(_) => Some(1),
             _ => None,
         }
     }
@@ -61,7 +80,7 @@ impl ProxyError {
     pub fn into_response_for(self, openai: bool) -> Response {
         let message = self.to_string();
         let kind = match self {
-            ProxyError::BadRequest(_) => "invalid_request_error",
+            ProxyError::BadRequest(_) | ProxyError::MethodNotAllowed(_) => "invalid_request_error",
             _ => "api_error",
         };
         let body = if openai {
@@ -133,5 +152,12 @@ mod tests {
         );
         assert_eq!(ProxyError::Unreachable("refused".into()).status(), 502);
         assert_eq!(ProxyError::QueueFull(1, 3).status(), 503);
+        let resp = ProxyError::OutOfResource("file descriptors").into_response_for(false);
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        assert_eq!(
+            body(resp).await["error"],
+            "the proxy is out of file descriptors"
+        );
     }
 }

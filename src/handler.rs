@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::body::{OnEnd, ReqBody};
+use crate::body::{Budget, OnEnd, ReadError, ReqBody};
 use crate::cache::{Cache, Entry, Key};
 use crate::config::Config;
 use crate::driver::{Cause, Driver};
@@ -30,6 +30,8 @@ pub struct App {
     pub client: Arc<Client>,
     pub cache: Arc<Cache>,
     pub timeouts: Timeouts,
+    /// Memory for buffered request bodies, shared by all requests.
+    pub budget: Budget,
 }
 
 type Resp = Response<Body>;
@@ -41,7 +43,11 @@ pub async fn handle(
 ) -> Resp {
     let route = routes::route(req.method(), req.uri().path());
     let openai = routes::is_openai(req.uri().path());
+    if let Err(e) = well_formed(&req) {
+        return e.into_response_for(openai);
+    }
     let result = match route {
+        Route::NotAllowed => Err(ProxyError::MethodNotAllowed(req.method().to_string())),
         Route::Health => Ok(health(&app)),
         Route::Root | Route::Ps => Ok(always(&app, req, client, route).await),
         Route::Work => work(&app, req, client).await,
@@ -50,35 +56,68 @@ pub async fn handle(
     result.unwrap_or_else(|e| e.into_response_for(openai))
 }
 
+/// HTTP/1.1 requests carry exactly one `Host` (see "HTTP hygiene" in docs/behaviour.md).
+fn well_formed(req: &Request) -> Result<(), ProxyError> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if req.version() == axum::http::Version::HTTP_11 && hosts != 1 {
+        return Err(ProxyError::BadRequest(format!(
+            "an HTTP/1.1 request needs exactly one Host header (got {hosts})"
+        )));
+    }
+    Ok(())
+}
+
 fn health(app: &App) -> Resp {
     let d = &app.driver;
     let body = json!({"status": "healthy", "backend": d.state().as_str(), "held": d.held(), "wakes": d.wake_cycles()});
     axum::Json(body).into_response()
 }
 
-async fn prepare(app: &App, req: Request, client: SocketAddr) -> Result<Outgoing, ProxyError> {
+/// Reads what forwarding needs from the client's request. `may_hold`: the request may be held
+/// while Ollama sleeps, so a full queue or a used-up body budget refuses it before its body is read.
+async fn prepare(
+    app: &App,
+    req: Request,
+    client: SocketAddr,
+    may_hold: bool,
+) -> Result<Outgoing, ProxyError> {
+    let asleep = may_hold && app.driver.can_wake() && app.driver.state().holds();
+    if asleep && app.driver.queue_full() {
+        return Err(app.driver.queue_full_error());
+    }
     let (parts, body) = req.into_parts();
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let body = ReqBody::read(body, length, app.cfg.max_held_body)
+    let (body, permit) = ReqBody::read(body, length, app.cfg.max_held_body, &app.budget, asleep)
         .await
-        .map_err(|e| ProxyError::BadRequest(format!("cannot read the request body: {e}")))?;
+        .map_err(|e| match e {
+            ReadError::OverBudget => {
+                tracing::warn!(budget = app.budget.total(), path = %parts.uri.path(), "body budget used up while Ollama sleeps: refusing a request");
+                ProxyError::BodyBudget {
+                    budget: app.budget.describe(),
+                    retry: app.driver.retry_after(),
+                }
+            }
+            ReadError::Body(e) => ProxyError::BadRequest(format!("cannot read the request body: {e}")),
+        })?;
     let cause = Cause {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         client,
     };
     let patience = routes::patience(parts.uri.path());
-    Ok(Outgoing::new(
+    let mut out = Outgoing::new(
         parts,
         body,
         cause,
         &app.client.upstream().authority,
         patience,
-    ))
+    );
+    out.budget = permit;
+    Ok(out)
 }
 
 async fn send(app: &App, out: &mut Outgoing, may_wake: bool) -> Result<proxy::Answer, Failure> {
@@ -92,7 +131,7 @@ fn respond(app: &App, answer: proxy::Answer, capture: usize, on_end: Option<OnEn
 /// R3: forward, waking Ollama when needed.
 async fn work(app: &App, req: Request, client: SocketAddr) -> Result<Resp, ProxyError> {
     let changes = routes::changes_models(req.method(), req.uri().path());
-    let mut out = prepare(app, req, client).await?;
+    let mut out = prepare(app, req, client, true).await?;
     let resp = send(app, &mut out, true)
         .await
         .map_err(unreachable_is_502)?;
@@ -124,11 +163,12 @@ async fn always(app: &App, req: Request, client: SocketAddr, route: Route) -> Re
         return synthesized();
     }
     let forwarded = async {
-        let mut out = prepare(app, req, client).await?;
+        let mut out = prepare(app, req, client, false).await?;
         send(app, &mut out, false).await.map_err(unreachable_is_502)
     };
     match forwarded.await {
         Ok(resp) => respond(app, resp, 0, None),
+        Err(e @ ProxyError::OutOfResource(_)) => e.into_response_for(false),
         Err(e) => {
             tracing::debug!(error = %e, "answering for a sleeping Ollama");
             synthesized()
@@ -143,7 +183,7 @@ async fn meta(
     client: SocketAddr,
     route: Route,
 ) -> Result<Resp, ProxyError> {
-    let mut out = prepare(app, req, client).await?;
+    let mut out = prepare(app, req, client, false).await?;
     let key = match &route {
         Route::Version => Key::Version,
         Route::Show => match show_key(&out.body) {
@@ -227,6 +267,7 @@ async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Fa
         body: ReqBody::Buffered(Bytes::new()),
         cause,
         patience: Patience::Simple,
+        budget: None,
     };
     let (resp, lease) = send(app, &mut out, may_wake).await?;
     let status = resp.status();

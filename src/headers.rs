@@ -33,9 +33,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Request headers as sent to Ollama.
+/// Request headers as sent to Ollama: hop-by-hop fields and `Expect` (the proxy answers
+/// `100-continue` itself) removed, `X-Forwarded-Host`/`-Proto` set by the proxy (a client's own
+/// values are replaced), the client appended to `X-Forwarded-For`, `Host` set to Ollama's.
 pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, authority: &str) {
     strip_hop_by_hop(headers);
+    headers.remove(header::EXPECT);
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
         _ => client.to_string(),
@@ -43,12 +46,13 @@ pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, authority: &str
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert("x-forwarded-for", v);
     }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    }
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        if !headers.contains_key("x-forwarded-host") {
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    match headers.get(header::HOST).cloned() {
+        Some(host) => {
             headers.insert("x-forwarded-host", host);
+        }
+        None => {
+            headers.remove("x-forwarded-host");
         }
     }
     if let Ok(v) = HeaderValue::from_str(authority) {
@@ -78,6 +82,9 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         h.insert(header::ORIGIN, HeaderValue::from_static("http://webui.lan"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.9"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         upstream_request(&mut h, "192.168.1.20".parse().unwrap(), "desk.lan:11434");
         assert_eq!(h[header::HOST], "desk.lan:11434");
         assert_eq!(h["x-forwarded-for"], "10.0.0.9, 192.168.1.20");
@@ -91,6 +98,7 @@ mod tests {
             "keep-alive",
             "transfer-encoding",
             "te",
+            "expect",
         ] {
             assert!(!h.contains_key(gone), "{gone}");
         }

@@ -9,12 +9,12 @@ use hyper::body::Incoming;
 
 use tokio::sync::oneshot;
 
-use crate::body::{Announce, OnEnd, ReqBody, UpstreamBody};
+use crate::body::{Announce, BudgetPermit, OnEnd, ReqBody, UpstreamBody};
 use crate::driver::{Cause, Driver};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::routes::Patience;
-use crate::upstream::{Client, Lease, SendFailure};
+use crate::upstream::{Client, ConnectError, Lease, SendFailure};
 
 /// How many times one request may be held (a released request whose connect fails again is held
 /// once more; after that it gets 503).
@@ -49,6 +49,8 @@ pub struct Outgoing {
     pub body: ReqBody,
     pub cause: Cause,
     pub patience: Patience,
+    /// The share of the body budget a buffered body holds while the request lives.
+    pub budget: Option<BudgetPermit>,
 }
 
 /// Why forwarding did not produce Ollama's answer.
@@ -88,6 +90,7 @@ impl Outgoing {
             body,
             cause,
             patience,
+            budget: None,
         }
     }
 
@@ -159,6 +162,11 @@ pub async fn forward(
         };
         let conn = match conn {
             Ok(c) => c,
+            Err(ConnectError::Local(resource)) => {
+                // Our own shortage says nothing about Ollama: no state change, no wake.
+                tracing::warn!(resource, path = %out.path_and_query, "cannot connect to Ollama: the proxy is out of {resource}");
+                return Err(ProxyError::OutOfResource(resource).into());
+            }
             Err(e) => {
                 driver.unreachable();
                 if may_wake {

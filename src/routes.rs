@@ -19,6 +19,8 @@ pub enum Route {
     V1Model(String),
     /// R3: everything else may wake Ollama.
     Work,
+    /// `CONNECT` and `TRACE`: never forwarded (405).
+    NotAllowed,
 }
 
 /// How long Ollama may take (T1).
@@ -32,6 +34,9 @@ pub enum Patience {
 
 pub fn route(method: &Method, path: &str) -> Route {
     let get_or_head = method == Method::GET || method == Method::HEAD;
+    if method == Method::CONNECT || method == Method::TRACE {
+        return Route::NotAllowed;
+    }
     match path {
         "/health" if get_or_head => Route::Health,
         "/" if get_or_head => Route::Root,
@@ -106,6 +111,8 @@ mod tests {
             Route::V1Model("jm/x:7b".into())
         );
         assert_eq!(route(&Method::GET, "/v1/models/"), Route::Work);
+        assert_eq!(route(&Method::CONNECT, "/"), Route::NotAllowed);
+        assert_eq!(route(&Method::TRACE, "/api/chat"), Route::NotAllowed);
         for (m, p) in [
             (Method::POST, "/api/generate"),
             (Method::POST, "/api/chat"),

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::body::Budget;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::conn::ClientTimeouts;
@@ -78,6 +79,7 @@ pub async fn run(
             simple: cfg.timeout,
             model: cfg.model_timeout,
         },
+        budget: Budget::new(cfg.body_budget),
         cfg,
         driver: Arc::clone(&driver),
         client,

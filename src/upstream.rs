@@ -24,9 +24,14 @@ const POOL_MAX: usize = 1024;
 /// Idle connections and when they became idle.
 type IdlePool = Arc<Mutex<VecDeque<(SendRequest<Body>, Instant)>>>;
 
-/// Why no connection to Ollama could be made; every variant means "asleep" (B2).
+/// Why no connection to Ollama could be made; every variant but [`ConnectError::Local`] means
+/// "asleep" (see "Backend state" in docs/behaviour.md).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
+    /// The proxy itself is short of a resource (file descriptors, memory, buffers, ports): says
+    /// nothing about Ollama.
+    #[error("the proxy is out of {0}")]
+    Local(&'static str),
     #[error("cannot resolve {0}: {1}")]
     Resolve(String, String),
     #[error("connect to {0} timed out after {1:?}")]
@@ -143,7 +148,10 @@ impl Client {
         for addr in addrs {
             match tokio::time::timeout(self.connect_timeout, self.connect_addr(addr)).await {
                 Ok(Ok(stream)) => return self.handshake(addr, stream).await,
-                Ok(Err(e)) => last = ConnectError::Io(addr, e.to_string()),
+                Ok(Err(e)) => match local_shortage(&e) {
+                    Some(resource) => return Err(ConnectError::Local(resource)),
+                    None => last = ConnectError::Io(addr, e.to_string()),
+                },
                 Err(_) => last = ConnectError::Timeout(addr, self.connect_timeout),
             }
         }
@@ -212,6 +220,17 @@ impl Lease {
         if idle.len() < POOL_MAX {
             idle.push_back((self.sender, Instant::now()));
         }
+    }
+}
+
+/// The resource named by an error that comes from the proxy's own limits, not from the network.
+pub fn local_shortage(e: &io::Error) -> Option<&'static str> {
+    match e.raw_os_error()? {
+        libc::EMFILE | libc::ENFILE => Some("file descriptors"),
+        libc::ENOMEM => Some("memory"),
+        libc::ENOBUFS => Some("network buffers"),
+        libc::EADDRNOTAVAIL => Some("local ports"),
+        _ => None,
     }
 }
 

@@ -258,6 +258,16 @@ impl Driver {
         est.as_secs_f64().ceil().max(1.0) as u64
     }
 
+    /// No room for one more held request.
+    pub fn queue_full(&self) -> bool {
+        self.lock().queue.len() >= self.cfg.max_queue
+    }
+
+    /// The answer to a request that finds the queue full.
+    pub fn queue_full_error(&self) -> ProxyError {
+        ProxyError::QueueFull(self.cfg.max_queue, self.retry_after())
+    }
+
     /// H1: holds a request and starts (or joins) a wake cycle.
     pub fn hold(self: &Arc<Self>, cause: &Cause) -> Result<Ticket, ProxyError> {
         if self.waker.is_none() {
@@ -271,10 +281,7 @@ impl Driver {
             }
             if inner.queue.len() >= self.cfg.max_queue {
                 drop(inner);
-                return Err(ProxyError::QueueFull(
-                    self.cfg.max_queue,
-                    self.retry_after(),
-                ));
+                return Err(self.queue_full_error());
             }
             inner.next_id += 1;
             let id = inner.next_id;
