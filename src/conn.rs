@@ -31,6 +31,10 @@ pub(crate) struct ClientTimeouts {
     pub idle: Duration,
 }
 
+/// Largest read buffer of a client connection (hyper's default is ~400 KiB): with many large
+/// uploads streaming at once, these buffers are most of the memory outside the body budget.
+pub(crate) const CONN_BUFFER: usize = 64 << 10;
+
 /// Between requests: the idle timeout runs.
 const IDLE: u8 = 0;
 /// Reading a request head (or waiting for the first one): the header timeout runs.
@@ -216,7 +220,9 @@ pub(crate) async fn serve(
             }
         })
     };
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(CONN_BUFFER)
+        .serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = false;
     loop {

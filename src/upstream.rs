@@ -175,7 +175,9 @@ impl Client {
         addr: SocketAddr,
         stream: TcpStream,
     ) -> Result<SendRequest<Body>, ConnectError> {
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(crate::conn::CONN_BUFFER)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError::Io(addr, e.to_string()))?;
         tokio::spawn(async move {

@@ -146,8 +146,21 @@ pub struct Child {
 impl Child {
     /// Starts `ollama-proxy --bind 127.0.0.1 --port 0 ARGS` and waits (bounded) for its ready line.
     pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Child {
+        Self::start_wrapped(&[], args, env).await
+    }
+
+    /// Like [`Child::start`], run through `wrapper` (e.g. `prlimit --nofile=64:64 --`), which must
+    /// exec the binary in its own process.
+    pub async fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Child {
         use tokio::io::AsyncBufReadExt;
-        let mut cmd = tokio::process::Command::new(bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => tokio::process::Command::new(bin()),
+        };
         cmd.args(["--bind", "127.0.0.1", "--port", "0"])
             .args(args)
             .env_clear()

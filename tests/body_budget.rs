@@ -1,0 +1,100 @@
+//! The body budget on the real binary: many large request bodies at once keep the proxy's peak
+//! memory under BODY_BUDGET + 64 MiB, whether Ollama is slow or asleep.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::UdpSocket;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use common::{client, Child, Fake};
+
+const MIB: usize = 1 << 20;
+const BODY: usize = 16 * MIB;
+/// The default BODY_BUDGET plus the allowance the limit is measured against.
+const PEAK_LIMIT_KIB: u64 = (256 + 64) * 1024;
+
+/// POSTs a 16 MiB body to `/api/chat`; the status, or `None` when the connection broke (a proxy
+/// that refuses a body before reading it closes the connection after its answer).
+async fn post_big(url: String, body: Bytes) -> Option<u16> {
+    let resp = client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    let _ = resp.bytes().await;
+    Some(status)
+}
+
+#[tokio::test]
+async fn sixty_four_large_bodies_to_a_slow_ollama() {
+    const CLIENTS: usize = 64;
+    let fake = Fake::bind().await;
+    fake.knobs().header_delay_ms.store(1500, Ordering::SeqCst);
+    let proxy = Child::start(&["--ollama-url", &fake.url()], &[]).await;
+    let body = Bytes::from(vec![b' '; BODY]);
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(post_big(proxy.url("/api/chat"), body.clone())))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Some(200));
+    }
+    let seen = fake.log().all();
+    assert_eq!(seen.len(), CLIENTS);
+    assert!(seen.iter().all(|s| s.body_len == BODY as u64));
+    let peak = proxy.memory_kib("VmHWM");
+    eprintln!("{CLIENTS} x 16 MiB to a slow Ollama: proxy peak RSS {peak} KiB");
+    assert!(peak < PEAK_LIMIT_KIB, "peak {peak} KiB");
+}
+
+#[tokio::test]
+async fn a_hundred_large_bodies_while_asleep_with_a_short_queue() {
+    const CLIENTS: usize = 100;
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let wol_port = udp.local_addr().unwrap().port().to_string();
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", down.local_addr().unwrap());
+    drop(down);
+    let mut proxy = Child::start(
+        &[
+            "--ollama-url",
+            &url,
+            "--max-queue",
+            "10",
+            "--mac",
+            "02:00:00:00:00:01",
+            "--broadcast",
+            "127.0.0.1",
+            "--wol-port",
+            &wol_port,
+            "--wake-timeout",
+            "3s",
+        ],
+        &[],
+    )
+    .await;
+    let body = Bytes::from(vec![b' '; BODY]);
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(post_big(proxy.url("/api/chat"), body.clone())))
+        .collect();
+    // The held ones get 503 when the wake times out; the others are refused at once.
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Some(503) | None => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let peak = proxy.memory_kib("VmHWM");
+    let log = proxy.stderr.lock().unwrap().clone();
+    let over_budget = log.matches("body budget used up").count();
+    eprintln!("{CLIENTS} x 16 MiB while asleep, MAX_QUEUE 10: {refused} refused ({over_budget} over budget), proxy peak RSS {peak} KiB");
+    assert_eq!(refused, CLIENTS);
+    assert!(peak < PEAK_LIMIT_KIB, "peak {peak} KiB");
+    assert!(proxy.terminate().await.success());
+}
