@@ -263,3 +263,66 @@ async fn ipv6_upstream() {
     assert_eq!(v["host"], format!("[::1]:{}", fake.addr.port()));
     proxy.stop().await;
 }
+
+/// Writes `raw` (which asks to close) on a new connection and returns the final status line of the
+/// answer, after any interim `100 Continue` (bounded).
+async fn raw_status(addr: std::net::SocketAddr, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("HTTP/") && !l.contains(" 100 "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn http_hygiene() {
+    let (fake, proxy) = setup(&[]).await;
+    let cases = [
+        (
+            "CONNECT desk.lan:443 HTTP/1.1\r\nHost: desk.lan:443\r\nConnection: close\r\n\r\n",
+            "405",
+        ),
+        (
+            "TRACE /api/tags HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n",
+            "405",
+        ),
+        ("GET /echo HTTP/1.1\r\nConnection: close\r\n\r\n", "400"),
+        (
+            "GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            "400",
+        ),
+    ];
+    for (raw, status) in cases {
+        let line = raw_status(proxy.addr, raw).await;
+        assert!(line.contains(status), "{raw:?} -> {line}");
+    }
+    assert!(
+        fake.log().all().is_empty(),
+        "a refused request reached Ollama"
+    );
+    // HTTP/1.0 needs no Host; the proxy sets its own forwarding headers and drops Expect.
+    let line = raw_status(proxy.addr, "GET /echo HTTP/1.0\r\n\r\n").await;
+    assert!(line.contains("200"), "{line}");
+    let body = "{}";
+    let raw = format!(
+        "POST /echo HTTP/1.1\r\nHost: proxy.lan\r\nX-Forwarded-Host: evil.example\r\n\
+         X-Forwarded-Proto: https\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let line = raw_status(proxy.addr, &raw).await;
+    assert!(line.contains("200"), "{line}");
+    let seen = fake.log().all().pop().unwrap();
+    assert_eq!(seen.headers["x-forwarded-host"], "proxy.lan");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert!(!seen.headers.contains_key("expect"), "{:?}", seen.headers);
+    proxy.stop().await;
+}
