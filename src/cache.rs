@@ -1,5 +1,7 @@
 //! The metadata cache (C1–C5): tags, version and show answers, their age, and the cache file.
 
+mod show;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+pub use show::show_key;
 
 /// What is cached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

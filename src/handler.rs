@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::body::{OnEnd, ReqBody};
 use crate::cache::{Cache, Entry, Key};
@@ -248,18 +248,12 @@ async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Fa
         .ok_or_else(|| ProxyError::Upstream("/api/tags answer is not text".into()).into())
 }
 
-/// `/api/show` is cached per model and verbosity.
+/// `/api/show` is cached per model and verbosity, for plain requests only (see [`crate::cache::show_key`]).
 fn show_key(body: &ReqBody) -> Option<Key> {
     let ReqBody::Buffered(bytes) = body else {
         return None;
     };
-    let v: Value = serde_json::from_slice(bytes).ok()?;
-    let model = v.get("model").or_else(|| v.get("name"))?.as_str()?;
-    let verbose = v.get("verbose").and_then(Value::as_bool).unwrap_or(false);
-    Some(Key::Show(format!(
-        "{model}{}",
-        if verbose { " verbose" } else { "" }
-    )))
+    crate::cache::show_key(bytes)
 }
 
 fn cache_headers(app: &App, entry: &Entry, resp: &mut Resp) {

@@ -194,3 +194,52 @@ async fn corrupt_cache_file_only_warns() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Issue 9: a show request with anything beyond model/verbose is forwarded as is and never
+/// becomes the cached answer for the plain request.
+#[tokio::test]
+async fn show_requests_with_extra_or_case_variant_keys_are_not_cached() {
+    let fake = Fake::bind().await;
+    let proxy = Proxy::start(&["--ollama-url", &fake.url()]).await;
+    let poisoned = [
+        json!({"model": "llama3.2:latest", "system": "INJECTED"}),
+        json!({"model": "llama3.2:latest", "Model": "jmorgan/coder:7b"}),
+        json!({"Model": "llama3.2:latest"}),
+    ];
+    for body in &poisoned {
+        let resp = post_json(proxy.url("/api/show"), body).await;
+        assert_eq!(resp.status(), 200, "{body}");
+        assert_eq!(header(&resp, "x-ollama-proxy-cache"), "");
+    }
+    let seen: Vec<Value> = fake
+        .log()
+        .all()
+        .iter()
+        .filter(|s| s.path == "/api/show")
+        .map(|s| serde_json::from_slice(&s.body).unwrap())
+        .collect();
+    assert_eq!(seen, poisoned, "forwarded as is");
+    // A plain request is still cached.
+    let plain_other = json!({"model": "jmorgan/coder:7b"});
+    assert_eq!(
+        post_json(proxy.url("/api/show"), &plain_other)
+            .await
+            .status(),
+        200
+    );
+    fake.kill().await;
+
+    let resp = post_json(proxy.url("/api/show"), &plain_other).await;
+    assert_eq!(resp.status(), 200);
+    assert_ne!(header(&resp, "x-ollama-proxy-cache"), "", "from the cache");
+    // Nothing was cached for the plain llama3.2 request: it needs Ollama (unreachable, no wake).
+    for body in [
+        json!({"model": "llama3.2:latest"}),
+        json!({"name": "llama3.2:latest"}),
+    ] {
+        let resp = post_json(proxy.url("/api/show"), &body).await;
+        assert_eq!(resp.status(), 502, "{body}");
+        assert_eq!(header(&resp, "x-ollama-proxy-cache"), "");
+    }
+    proxy.stop().await;
+}
