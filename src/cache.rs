@@ -22,6 +22,23 @@ pub enum Key {
     Show(String),
 }
 
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Tags => f.write_str("/api/tags"),
+            Key::Version => f.write_str("/api/version"),
+            Key::Show(m) => write!(f, "/api/show {m}"),
+        }
+    }
+}
+
+/// Ollama's answer was not UTF-8 text: it is not cached (and the older entry is not its answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Ollama's answer to {key} is not UTF-8 text; it is not cached")]
+pub struct NotText {
+    pub key: Key,
+}
+
 /// One cached answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
@@ -53,6 +70,26 @@ struct Entries {
     version: Option<Entry>,
     #[serde(default)]
     show: HashMap<String, Entry>,
+}
+
+impl Entries {
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry> {
+        match key {
+            Key::Tags => self.tags.as_mut(),
+            Key::Version => self.version.as_mut(),
+            Key::Show(m) => self.show.get_mut(m),
+        }
+    }
+
+    fn put(&mut self, key: Key, entry: Entry) {
+        match key {
+            Key::Tags => self.tags = Some(entry),
+            Key::Version => self.version = Some(entry),
+            Key::Show(m) => {
+                self.show.insert(m, entry);
+            }
+        }
+    }
 }
 
 /// The cache, shared by every request; persisted to CACHE_FILE by a background task.
@@ -93,45 +130,40 @@ impl Cache {
         }
     }
 
-    /// Keeps a successful answer from Ollama.
-    pub fn store(&self, key: Key, body: Bytes, content_type: &str) {
+    /// Keeps a successful answer from Ollama and returns it as stored. An answer that is not
+    /// UTF-8 text is not kept (warning, with the key): the older entry stays, but is no answer.
+    pub fn store(&self, key: Key, body: Bytes, content_type: &str) -> Result<Entry, NotText> {
+        let Ok(text) = std::str::from_utf8(&body) else {
+            tracing::warn!(key = %key, len = body.len(), "Ollama's answer is not UTF-8 text; not cached");
+            return Err(NotText { key });
+        };
         let now = unix_now();
-        {
+        let (entry, changed) = {
             let mut e = self.lock();
-            let slot = match &key {
-                Key::Tags => e.tags.as_mut(),
-                Key::Version => e.version.as_mut(),
-                Key::Show(m) => e.show.get_mut(m),
-            };
-            // The same answer again (the common case): only its age changes, nothing to persist.
-            if let Some(old) =
-                slot.filter(|o| o.body.as_bytes() == body && o.content_type == content_type)
-            {
-                old.stored_at = now;
-                old.invalidated = false;
-                return;
-            }
-        }
-        let Ok(body) = String::from_utf8(body.to_vec()) else {
-            return;
-        };
-        let entry = Entry {
-            body,
-            content_type: content_type.to_string(),
-            stored_at: now,
-            invalidated: false,
-        };
-        {
-            let mut e = self.lock();
-            match key {
-                Key::Tags => e.tags = Some(entry),
-                Key::Version => e.version = Some(entry),
-                Key::Show(m) => {
-                    e.show.insert(m, entry);
+            match e.get_mut(&key) {
+                // The same answer again (the common case): only its age changes, not persisted.
+                Some(old) if old.body == text && old.content_type == content_type => {
+                    let was_invalidated = old.invalidated;
+                    old.stored_at = now;
+                    old.invalidated = false;
+                    (old.clone(), was_invalidated)
+                }
+                _ => {
+                    let entry = Entry {
+                        body: text.to_string(),
+                        content_type: content_type.to_string(),
+                        stored_at: now,
+                        invalidated: false,
+                    };
+                    e.put(key, entry.clone());
+                    (entry, true)
                 }
             }
+        };
+        if changed {
+            self.changed.notify_one();
         }
-        self.changed.notify_one();
+        Ok(entry)
     }
 
     /// C3: the model list changed on Ollama (pull, create, copy, delete).
@@ -224,35 +256,28 @@ fn tempfile_in(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, std::fs::Fi
 mod tests {
     use super::*;
 
+    const JSON: &str = "application/json";
+
     #[tokio::test]
     async fn round_trip_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.json");
         let cache = Cache::load(Some(path.clone()));
         assert!(cache.get(&Key::Tags).is_none());
-        cache.store(
-            Key::Tags,
-            Bytes::from_static(br#"{"models":[]}"#),
-            "application/json",
-        );
-        cache.store(
-            Key::Show("m:latest".into()),
-            Bytes::from_static(b"{}"),
-            "application/json",
-        );
+        let tags = Bytes::from_static(br#"{"models":[]}"#);
+        cache.store(Key::Tags, tags, JSON).unwrap();
+        let show = Key::Show("m:latest".into());
+        cache
+            .store(show.clone(), Bytes::from_static(b"{}"), JSON)
+            .unwrap();
         cache.flush().await;
         let again = Cache::load(Some(path));
         assert_eq!(again.get(&Key::Tags).unwrap().body, r#"{"models":[]}"#);
-        assert!(again.get(&Key::Show("m:latest".into())).is_some());
-        assert!(again
-            .get(&Key::Tags)
-            .unwrap()
-            .is_fresh(Duration::from_secs(60)));
+        assert!(again.get(&show).is_some());
+        let fresh = |c: &Cache| c.get(&Key::Tags).unwrap().is_fresh(Duration::from_secs(60));
+        assert!(fresh(&again));
         again.invalidate_models();
-        assert!(!again
-            .get(&Key::Tags)
-            .unwrap()
-            .is_fresh(Duration::from_secs(60)));
+        assert!(!fresh(&again));
     }
 
     #[test]
@@ -261,9 +286,29 @@ mod tests {
         let path = dir.path().join("cache.json");
         std::fs::write(&path, b"{not json").unwrap();
         assert!(Cache::load(Some(path)).get(&Key::Tags).is_none());
-        assert!(Cache::load(Some(dir.path().to_path_buf()))
-            .get(&Key::Tags)
-            .is_none());
+        let a_dir = Cache::load(Some(dir.path().to_path_buf()));
+        assert!(a_dir.get(&Key::Tags).is_none());
+    }
+
+    #[test]
+    fn store_returns_what_it_kept_and_refuses_non_text() {
+        let cache = Cache::load(None);
+        let old = cache
+            .store(Key::Tags, Bytes::from_static(b"old"), JSON)
+            .unwrap();
+        assert_eq!(old.body, "old");
+        let again = cache
+            .store(Key::Tags, Bytes::from_static(b"old"), JSON)
+            .unwrap();
+        assert_eq!(again.body, "old");
+        let new = cache
+            .store(Key::Tags, Bytes::from_static(b"new"), JSON)
+            .unwrap();
+        assert_eq!(new.body, "new");
+        let err = cache.store(Key::Tags, Bytes::from_static(b"\xff\xfe"), JSON);
+        assert_eq!(err.unwrap_err(), NotText { key: Key::Tags });
+        // The older entry stays cached (for a sleeping Ollama), but it was not the answer.
+        assert_eq!(cache.get(&Key::Tags).unwrap().body, "new");
     }
 
     #[test]

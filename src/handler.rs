@@ -168,10 +168,12 @@ async fn meta(
         return Ok(from_cache(app, &route, &entry));
     }
     if derived {
-        return Ok(match fetch_tags(app, out.cause.clone(), false).await {
-            Ok(tags) => openai_models(app, &route, &tags),
-            Err(_) => from_cache(app, &route, &entry),
-        });
+        return match fetch_tags(app, out.cause.clone(), false).await {
+            Ok(tags) => Ok(openai_models(app, &route, &tags)),
+            // Ollama did answer: the older list is not its answer.
+            Err(Failure::Error(e)) if is_tags_not_text(&e) => Err(e),
+            Err(_) => Ok(from_cache(app, &route, &entry)),
+        };
     }
     match forward_and_keep(app, &mut out, Some(key), false).await {
         Ok(resp) => Ok(resp),
@@ -199,7 +201,8 @@ async fn forward_and_keep(
     let cache = Arc::clone(&app.cache);
     let on_end: OnEnd = Box::new(move |body| {
         if let Some(body) = body {
-            cache.store(key, body, &content_type);
+            // A body that is not text is not kept; `store` says so.
+            let _ = cache.store(key, body, &content_type);
         }
     });
     Ok(respond(app, resp, CAPTURE_LIMIT, Some(on_end)))
@@ -212,7 +215,7 @@ fn content_type(h: &axum::http::HeaderMap) -> String {
         .to_string()
 }
 
-/// `GET /api/tags` on behalf of `/v1/models`: stored, then returned.
+/// `GET /api/tags` on behalf of `/v1/models`: stored, and returned as stored.
 async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Failure> {
     let mut headers = axum::http::HeaderMap::new();
     crate::headers::upstream_request(
@@ -242,10 +245,19 @@ async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Fa
     if status != StatusCode::OK {
         return Err(ProxyError::Upstream(format!("/api/tags answered {status}")).into());
     }
-    app.cache.store(Key::Tags, body, &ct);
+    // This answer, as stored: never an older entry in its place.
     app.cache
-        .get(&Key::Tags)
-        .ok_or_else(|| ProxyError::Upstream("/api/tags answer is not text".into()).into())
+        .store(Key::Tags, body, &ct)
+        .map_err(|e| Failure::Error(tags_not_text(e)))
+}
+
+/// Ollama answered /api/tags, but not with text: an error, never the older list (see `meta`).
+fn tags_not_text(e: crate::cache::NotText) -> ProxyError {
+    ProxyError::Upstream(e.to_string())
+}
+
+fn is_tags_not_text(e: &ProxyError) -> bool {
+    *e == tags_not_text(crate::cache::NotText { key: Key::Tags })
 }
 
 /// `/api/show` is cached per model and verbosity, for plain requests only (see [`crate::cache::show_key`]).

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -241,5 +242,38 @@ async fn show_requests_with_extra_or_case_variant_keys_are_not_cached() {
         assert_eq!(resp.status(), 502, "{body}");
         assert_eq!(header(&resp, "x-ollama-proxy-cache"), "");
     }
+    proxy.stop().await;
+}
+
+/// Issue 9: Ollama answers /api/tags with bytes that are not text: /v1/models answers an error,
+/// not the older list as if it were the new one; /api/tags passes the answer through.
+#[tokio::test]
+async fn a_tags_answer_that_is_not_text_is_not_replaced_by_the_older_list() {
+    let fake = Fake::bind().await;
+    let proxy = Proxy::start(&["--ollama-url", &fake.url(), "--cache-duration", "0"]).await;
+    let v: Value = get(proxy.url("/v1/models")).await.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    fake.knobs().tags_not_utf8.store(true, Ordering::SeqCst);
+    let before = fake.log().count("/api/tags");
+    for path in ["/v1/models", "/v1/models/llama3.2"] {
+        let resp = get(proxy.url(path)).await;
+        assert_eq!(resp.status(), 502, "{path}");
+        assert_eq!(header(&resp, "x-ollama-proxy-cache"), "");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "api_error", "{path}: {v}");
+    }
+    assert_eq!(fake.log().count("/api/tags"), before + 2);
+    let resp = get(proxy.url("/api/tags")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-ollama-proxy-cache"), "");
+    assert!(
+        resp.bytes().await.unwrap().contains(&0xff),
+        "Ollama's own answer"
+    );
+    proxy.stop().await;
+
+    // With nothing cached yet, the same answer is an error too.
+    let proxy = Proxy::start(&["--ollama-url", &fake.url()]).await;
+    assert_eq!(get(proxy.url("/v1/models")).await.status(), 502);
     proxy.stop().await;
 }
