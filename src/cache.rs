@@ -1,9 +1,10 @@
 //! The metadata cache (C1–C5): tags, version and show answers, their age, and the cache file.
 
+mod file;
 mod show;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+pub use file::FileError;
 pub use show::show_key;
 
 /// What is cached.
@@ -96,6 +98,7 @@ impl Entries {
 pub struct Cache {
     entries: Mutex<Entries>,
     changed: Notify,
+    /// CACHE_FILE, or the file its symbolic link pointed to at start.
     file: Option<PathBuf>,
 }
 
@@ -108,13 +111,22 @@ fn unix_now() -> u64 {
 
 impl Cache {
     /// An empty cache, or the one in `file` (a missing, unreadable or corrupt file only warns).
-    pub fn load(file: Option<PathBuf>) -> Self {
-        let entries = file.as_deref().map(read_file).unwrap_or_default();
-        Cache {
+    /// Temp files left beside it by interrupted writes are removed. A symbolic link is followed
+    /// once, here; one that cannot be followed (dangling, a loop) is an error.
+    pub fn load(file: Option<PathBuf>) -> Result<Self, FileError> {
+        let file = file.as_deref().map(file::resolve).transpose()?;
+        let entries = match file.as_deref() {
+            Some(path) => {
+                file::remove_orphans(path);
+                file::read(path)
+            }
+            None => Entries::default(),
+        };
+        Ok(Cache {
             entries: Mutex::new(entries),
             changed: Notify::new(),
             file,
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {
@@ -184,7 +196,7 @@ impl Cache {
             return;
         };
         let snapshot = self.lock().clone();
-        let result = tokio::task::spawn_blocking(move || write_file(&path, &snapshot)).await;
+        let result = tokio::task::spawn_blocking(move || file::write(&path, &snapshot)).await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the cache file"),
@@ -207,51 +219,6 @@ impl Cache {
     }
 }
 
-fn read_file(path: &Path) -> Entries {
-    match std::fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(entries) => {
-                tracing::info!(path = %path.display(), "loaded the metadata cache");
-                entries
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring a corrupt cache file");
-                Entries::default()
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Entries::default(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the cache file; starting empty");
-            Entries::default()
-        }
-    }
-}
-
-/// Temp file in the same directory, fsync, rename, fsync the directory.
-fn write_file(path: &Path, entries: &Entries) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile_in(dir, path)?;
-    let json = serde_json::to_vec(entries).map_err(std::io::Error::other)?;
-    tmp.1.write_all(&json)?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-fn tempfile_in(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("cache");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let file = std::fs::File::create(&tmp)?;
-    Ok((tmp, file))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,7 +229,7 @@ mod tests {
     async fn round_trip_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.json");
-        let cache = Cache::load(Some(path.clone()));
+        let cache = Cache::load(Some(path.clone())).unwrap();
         assert!(cache.get(&Key::Tags).is_none());
         let tags = Bytes::from_static(br#"{"models":[]}"#);
         cache.store(Key::Tags, tags, JSON).unwrap();
@@ -271,7 +238,7 @@ mod tests {
             .store(show.clone(), Bytes::from_static(b"{}"), JSON)
             .unwrap();
         cache.flush().await;
-        let again = Cache::load(Some(path));
+        let again = Cache::load(Some(path)).unwrap();
         assert_eq!(again.get(&Key::Tags).unwrap().body, r#"{"models":[]}"#);
         assert!(again.get(&show).is_some());
         let fresh = |c: &Cache| c.get(&Key::Tags).unwrap().is_fresh(Duration::from_secs(60));
@@ -281,18 +248,22 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_or_unreadable_file_starts_empty() {
+    fn bad_files_only_warn_but_a_dangling_link_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.json");
         std::fs::write(&path, b"{not json").unwrap();
-        assert!(Cache::load(Some(path)).get(&Key::Tags).is_none());
-        let a_dir = Cache::load(Some(dir.path().to_path_buf()));
+        assert!(Cache::load(Some(path)).unwrap().get(&Key::Tags).is_none());
+        let a_dir = Cache::load(Some(dir.path().to_path_buf())).unwrap();
         assert!(a_dir.get(&Key::Tags).is_none());
+        // A link that cannot be followed is not a missing file: it is refused.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(dir.path().join("gone/cache.json"), &link).unwrap();
+        assert!(Cache::load(Some(link)).is_err());
     }
 
     #[test]
     fn store_returns_what_it_kept_and_refuses_non_text() {
-        let cache = Cache::load(None);
+        let cache = Cache::load(None).unwrap();
         let old = cache
             .store(Key::Tags, Bytes::from_static(b"old"), JSON)
             .unwrap();

@@ -52,7 +52,7 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
-    let cache = Arc::new(Cache::load(cfg.cache_file.clone()));
+    let cache = Arc::new(Cache::load(cfg.cache_file.clone()).context("cannot use the cache file")?);
     let persist_stop = CancellationToken::new();
     let persist = tokio::spawn(Arc::clone(&cache).persist(persist_stop.clone()));
     tracing::info!(
