@@ -1,13 +1,19 @@
 //! The metadata cache (C1–C5): tags, version and show answers, their age, and the cache file.
 
+mod file;
+mod show;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+pub use file::FileError;
+pub use show::show_key;
 
 /// What is cached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -16,6 +22,23 @@ pub enum Key {
     Version,
     /// `/api/show` for one model (and verbosity).
     Show(String),
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Tags => f.write_str("/api/tags"),
+            Key::Version => f.write_str("/api/version"),
+            Key::Show(m) => write!(f, "/api/show {m}"),
+        }
+    }
+}
+
+/// Ollama's answer was not UTF-8 text: it is not cached (and the older entry is not its answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Ollama's answer to {key} is not UTF-8 text; it is not cached")]
+pub struct NotText {
+    pub key: Key,
 }
 
 /// One cached answer.
@@ -51,10 +74,31 @@ struct Entries {
     show: HashMap<String, Entry>,
 }
 
+impl Entries {
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry> {
+        match key {
+            Key::Tags => self.tags.as_mut(),
+            Key::Version => self.version.as_mut(),
+            Key::Show(m) => self.show.get_mut(m),
+        }
+    }
+
+    fn put(&mut self, key: Key, entry: Entry) {
+        match key {
+            Key::Tags => self.tags = Some(entry),
+            Key::Version => self.version = Some(entry),
+            Key::Show(m) => {
+                self.show.insert(m, entry);
+            }
+        }
+    }
+}
+
 /// The cache, shared by every request; persisted to CACHE_FILE by a background task.
 pub struct Cache {
     entries: Mutex<Entries>,
     changed: Notify,
+    /// CACHE_FILE, or the file its symbolic link pointed to at start.
     file: Option<PathBuf>,
 }
 
@@ -67,13 +111,22 @@ fn unix_now() -> u64 {
 
 impl Cache {
     /// An empty cache, or the one in `file` (a missing, unreadable or corrupt file only warns).
-    pub fn load(file: Option<PathBuf>) -> Self {
-        let entries = file.as_deref().map(read_file).unwrap_or_default();
-        Cache {
+    /// Temp files left beside it by interrupted writes are removed. A symbolic link is followed
+    /// once, here; one that cannot be followed (dangling, a loop) is an error.
+    pub fn load(file: Option<PathBuf>) -> Result<Self, FileError> {
+        let file = file.as_deref().map(file::resolve).transpose()?;
+        let entries = match file.as_deref() {
+            Some(path) => {
+                file::remove_orphans(path);
+                file::read(path)
+            }
+            None => Entries::default(),
+        };
+        Ok(Cache {
             entries: Mutex::new(entries),
             changed: Notify::new(),
             file,
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {
@@ -89,45 +142,40 @@ impl Cache {
         }
     }
 
-    /// Keeps a successful answer from Ollama.
-    pub fn store(&self, key: Key, body: Bytes, content_type: &str) {
+    /// Keeps a successful answer from Ollama and returns it as stored. An answer that is not
+    /// UTF-8 text is not kept (warning, with the key): the older entry stays, but is no answer.
+    pub fn store(&self, key: Key, body: Bytes, content_type: &str) -> Result<Entry, NotText> {
+        let Ok(text) = std::str::from_utf8(&body) else {
+            tracing::warn!(key = %key, len = body.len(), "Ollama's answer is not UTF-8 text; not cached");
+            return Err(NotText { key });
+        };
         let now = unix_now();
-        {
+        let (entry, changed) = {
             let mut e = self.lock();
-            let slot = match &key {
-                Key::Tags => e.tags.as_mut(),
-                Key::Version => e.version.as_mut(),
-                Key::Show(m) => e.show.get_mut(m),
-            };
-            // The same answer again (the common case): only its age changes, nothing to persist.
-            if let Some(old) =
-                slot.filter(|o| o.body.as_bytes() == body && o.content_type == content_type)
-            {
-                old.stored_at = now;
-                old.invalidated = false;
-                return;
-            }
-        }
-        let Ok(body) = String::from_utf8(body.to_vec()) else {
-            return;
-        };
-        let entry = Entry {
-            body,
-            content_type: content_type.to_string(),
-            stored_at: now,
-            invalidated: false,
-        };
-        {
-            let mut e = self.lock();
-            match key {
-                Key::Tags => e.tags = Some(entry),
-                Key::Version => e.version = Some(entry),
-                Key::Show(m) => {
-                    e.show.insert(m, entry);
+            match e.get_mut(&key) {
+                // The same answer again (the common case): only its age changes, not persisted.
+                Some(old) if old.body == text && old.content_type == content_type => {
+                    let was_invalidated = old.invalidated;
+                    old.stored_at = now;
+                    old.invalidated = false;
+                    (old.clone(), was_invalidated)
+                }
+                _ => {
+                    let entry = Entry {
+                        body: text.to_string(),
+                        content_type: content_type.to_string(),
+                        stored_at: now,
+                        invalidated: false,
+                    };
+                    e.put(key, entry.clone());
+                    (entry, true)
                 }
             }
+        };
+        if changed {
+            self.changed.notify_one();
         }
-        self.changed.notify_one();
+        Ok(entry)
     }
 
     /// C3: the model list changed on Ollama (pull, create, copy, delete).
@@ -148,7 +196,7 @@ impl Cache {
             return;
         };
         let snapshot = self.lock().clone();
-        let result = tokio::task::spawn_blocking(move || write_file(&path, &snapshot)).await;
+        let result = tokio::task::spawn_blocking(move || file::write(&path, &snapshot)).await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the cache file"),
@@ -171,95 +219,67 @@ impl Cache {
     }
 }
 
-fn read_file(path: &Path) -> Entries {
-    match std::fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(entries) => {
-                tracing::info!(path = %path.display(), "loaded the metadata cache");
-                entries
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring a corrupt cache file");
-                Entries::default()
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Entries::default(),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the cache file; starting empty");
-            Entries::default()
-        }
-    }
-}
-
-/// Temp file in the same directory, fsync, rename, fsync the directory.
-fn write_file(path: &Path, entries: &Entries) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile_in(dir, path)?;
-    let json = serde_json::to_vec(entries).map_err(std::io::Error::other)?;
-    tmp.1.write_all(&json)?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-fn tempfile_in(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("cache");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let file = std::fs::File::create(&tmp)?;
-    Ok((tmp, file))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const JSON: &str = "application/json";
 
     #[tokio::test]
     async fn round_trip_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.json");
-        let cache = Cache::load(Some(path.clone()));
+        let cache = Cache::load(Some(path.clone())).unwrap();
         assert!(cache.get(&Key::Tags).is_none());
-        cache.store(
-            Key::Tags,
-            Bytes::from_static(br#"{"models":[]}"#),
-            "application/json",
-        );
-        cache.store(
-            Key::Show("m:latest".into()),
-            Bytes::from_static(b"{}"),
-            "application/json",
-        );
+        let tags = Bytes::from_static(br#"{"models":[]}"#);
+        cache.store(Key::Tags, tags, JSON).unwrap();
+        let show = Key::Show("m:latest".into());
+        cache
+            .store(show.clone(), Bytes::from_static(b"{}"), JSON)
+            .unwrap();
         cache.flush().await;
-        let again = Cache::load(Some(path));
+        let again = Cache::load(Some(path)).unwrap();
         assert_eq!(again.get(&Key::Tags).unwrap().body, r#"{"models":[]}"#);
-        assert!(again.get(&Key::Show("m:latest".into())).is_some());
-        assert!(again
-            .get(&Key::Tags)
-            .unwrap()
-            .is_fresh(Duration::from_secs(60)));
+        assert!(again.get(&show).is_some());
+        let fresh = |c: &Cache| c.get(&Key::Tags).unwrap().is_fresh(Duration::from_secs(60));
+        assert!(fresh(&again));
         again.invalidate_models();
-        assert!(!again
-            .get(&Key::Tags)
-            .unwrap()
-            .is_fresh(Duration::from_secs(60)));
+        assert!(!fresh(&again));
     }
 
     #[test]
-    fn corrupt_or_unreadable_file_starts_empty() {
+    fn bad_files_only_warn_but_a_dangling_link_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.json");
         std::fs::write(&path, b"{not json").unwrap();
-        assert!(Cache::load(Some(path)).get(&Key::Tags).is_none());
-        assert!(Cache::load(Some(dir.path().to_path_buf()))
-            .get(&Key::Tags)
-            .is_none());
+        assert!(Cache::load(Some(path)).unwrap().get(&Key::Tags).is_none());
+        let a_dir = Cache::load(Some(dir.path().to_path_buf())).unwrap();
+        assert!(a_dir.get(&Key::Tags).is_none());
+        // A link that cannot be followed is not a missing file: it is refused.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(dir.path().join("gone/cache.json"), &link).unwrap();
+        assert!(Cache::load(Some(link)).is_err());
+    }
+
+    #[test]
+    fn store_returns_what_it_kept_and_refuses_non_text() {
+        let cache = Cache::load(None).unwrap();
+        let old = cache
+            .store(Key::Tags, Bytes::from_static(b"old"), JSON)
+            .unwrap();
+        assert_eq!(old.body, "old");
+        let again = cache
+            .store(Key::Tags, Bytes::from_static(b"old"), JSON)
+            .unwrap();
+        assert_eq!(again.body, "old");
+        let new = cache
+            .store(Key::Tags, Bytes::from_static(b"new"), JSON)
+            .unwrap();
+        assert_eq!(new.body, "new");
+        let err = cache.store(Key::Tags, Bytes::from_static(b"\xff\xfe"), JSON);
+        assert_eq!(err.unwrap_err(), NotText { key: Key::Tags });
+        // The older entry stays cached (for a sleeping Ollama), but it was not the answer.
+        assert_eq!(cache.get(&Key::Tags).unwrap().body, "new");
     }
 
     #[test]

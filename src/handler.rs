@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::body::{Budget, OnEnd, ReadError, ReqBody};
 use crate::cache::{Cache, Entry, Key};
@@ -208,10 +208,12 @@ async fn meta(
         return Ok(from_cache(app, &route, &entry));
     }
     if derived {
-        return Ok(match fetch_tags(app, out.cause.clone(), false).await {
-            Ok(tags) => openai_models(app, &route, &tags),
-            Err(_) => from_cache(app, &route, &entry),
-        });
+        return match fetch_tags(app, out.cause.clone(), false).await {
+            Ok(tags) => Ok(openai_models(app, &route, &tags)),
+            // Ollama did answer: the older list is not its answer.
+            Err(Failure::Error(e)) if is_tags_not_text(&e) => Err(e),
+            Err(_) => Ok(from_cache(app, &route, &entry)),
+        };
     }
     match forward_and_keep(app, &mut out, Some(key), false).await {
         Ok(resp) => Ok(resp),
@@ -239,7 +241,8 @@ async fn forward_and_keep(
     let cache = Arc::clone(&app.cache);
     let on_end: OnEnd = Box::new(move |body| {
         if let Some(body) = body {
-            cache.store(key, body, &content_type);
+            // A body that is not text is not kept; `store` says so.
+            let _ = cache.store(key, body, &content_type);
         }
     });
     Ok(respond(app, resp, CAPTURE_LIMIT, Some(on_end)))
@@ -252,7 +255,7 @@ fn content_type(h: &axum::http::HeaderMap) -> String {
         .to_string()
 }
 
-/// `GET /api/tags` on behalf of `/v1/models`: stored, then returned.
+/// `GET /api/tags` on behalf of `/v1/models`: stored, and returned as stored.
 async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Failure> {
     let mut headers = axum::http::HeaderMap::new();
     crate::headers::upstream_request(
@@ -283,24 +286,27 @@ async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Fa
     if status != StatusCode::OK {
         return Err(ProxyError::Upstream(format!("/api/tags answered {status}")).into());
     }
-    app.cache.store(Key::Tags, body, &ct);
+    // This answer, as stored: never an older entry in its place.
     app.cache
-        .get(&Key::Tags)
-        .ok_or_else(|| ProxyError::Upstream("/api/tags answer is not text".into()).into())
+        .store(Key::Tags, body, &ct)
+        .map_err(|e| Failure::Error(tags_not_text(e)))
 }
 
-/// `/api/show` is cached per model and verbosity.
+/// Ollama answered /api/tags, but not with text: an error, never the older list (see `meta`).
+fn tags_not_text(e: crate::cache::NotText) -> ProxyError {
+    ProxyError::Upstream(e.to_string())
+}
+
+fn is_tags_not_text(e: &ProxyError) -> bool {
+    *e == tags_not_text(crate::cache::NotText { key: Key::Tags })
+}
+
+/// `/api/show` is cached per model and verbosity, for plain requests only (see [`crate::cache::show_key`]).
 fn show_key(body: &ReqBody) -> Option<Key> {
     let ReqBody::Buffered(bytes) = body else {
         return None;
     };
-    let v: Value = serde_json::from_slice(bytes).ok()?;
-    let model = v.get("model").or_else(|| v.get("name"))?.as_str()?;
-    let verbose = v.get("verbose").and_then(Value::as_bool).unwrap_or(false);
-    Some(Key::Show(format!(
-        "{model}{}",
-        if verbose { " verbose" } else { "" }
-    )))
+    crate::cache::show_key(bytes)
 }
 
 fn cache_headers(app: &App, entry: &Entry, resp: &mut Resp) {

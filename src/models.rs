@@ -53,34 +53,47 @@ pub fn find(tags: &str, id: &str) -> Option<Value> {
         .and_then(model_object)
 }
 
-/// Unix seconds of an RFC 3339 timestamp such as `2024-06-01T10:11:12.123456789-07:00`.
+/// Unix seconds of an RFC 3339 timestamp such as `2024-06-01T10:11:12.123456789-07:00`; `None`
+/// for anything else (never a panic: the text comes from Ollama, or from the cache file).
 pub fn rfc3339_unix(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+    {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let num = |r: std::ops::Range<usize>| {
+        s.get(r)
+            .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))?
+            .parse::<i64>()
+            .ok()
+    };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(frac.len());
-        rest = &frac[digits..];
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 => {
-            let sign = match &rest[..1] {
-                "+" => 1,
-                "-" => -1,
+        _ => {
+            let (sign, hhmm) = match rest.split_at_checked(1)? {
+                ("+", hhmm) => (1, hhmm),
+                ("-", hhmm) => (-1, hhmm),
                 _ => return None,
             };
-            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
-                + rest.get(4..6)?.parse::<i64>().ok()? * 60)
+            if hhmm.len() != 5 || hhmm.get(2..3) != Some(":") {
+                return None;
+            }
+            let part = |r: std::ops::Range<usize>| {
+                hhmm.get(r)
+                    .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))?
+                    .parse::<i64>()
+                    .ok()
+            };
+            sign * (part(0..2)? * 3600 + part(3..5)? * 60)
         }
-        _ => return None,
     };
     // Days from civil (Howard Hinnant's algorithm).
     let y = if mo <= 2 { y - 1 } else { y };
@@ -110,6 +123,71 @@ mod tests {
             Some(1_717_261_872)
         );
         assert_eq!(rfc3339_unix("garbage"), None);
+        assert_eq!(
+            rfc3339_unix("2024-06-01T17:11:12+00:00"),
+            Some(1_717_261_872)
+        );
+    }
+
+    #[test]
+    fn hostile_timestamps_are_none_not_a_panic() {
+        for s in [
+            "2024-06-01T10:11:12\u{e9}0000",
+            "2024-06-01T10:11:12\u{e9}",
+            "2024-06-01T10:11:1\u{e9}Z",
+            "\u{e9}024-06-01T10:11:12Z",
+            "2024-06-01T10:11:12.\u{20ac}Z",
+            "2024-06-01T10:11:12.999\u{1f600}",
+            "2024-06-01T10:11:12+0\u{e9}:00",
+            "2024-06-01T10:11:12+07\u{e9}00",
+            "2024-06-01T10:11:12+07:0\u{e9}",
+            "2024-06-01T10:11:12+07:00:00",
+            "2024-06-01T10:11:12+7:00",
+            "+024-06-01T10:11:12Z",
+            "2024-+6-01T10:11:12Z",
+            "2024-06-01T-1:11:12Z",
+            "2024-06-01T10:11:12",
+            "2024-06-01",
+            "",
+            "----------T--------Z",
+        ] {
+            assert_eq!(rfc3339_unix(s), None, "{s:?}");
+        }
+    }
+
+    /// Every prefix, and every position given a multi-byte or odd character, of a few valid
+    /// timestamps: the neighbourhood a truncated or corrupted value lands in. (No proptest: this
+    /// deterministic sweep covers the byte-boundary class that panicked, without a new crate.)
+    #[test]
+    fn no_panic_near_valid_timestamps() {
+        let valid = [
+            "2024-06-01T10:11:12.123456789-07:00",
+            "1970-01-01T00:00:10Z",
+            "2024-06-01T17:11:12+05:30",
+        ];
+        let odd = [
+            '\u{e9}',
+            '\u{20ac}',
+            '\u{1f600}',
+            '\0',
+            '.',
+            '+',
+            '-',
+            'Z',
+            ':',
+        ];
+        for v in valid {
+            assert!(rfc3339_unix(v).is_some(), "{v}");
+            for end in 0..=v.len() {
+                let _ = rfc3339_unix(&v[..end]);
+                let (head, tail) = v.split_at(end);
+                // Inserted, or in place of the next 1 to 3 characters.
+                for (c, skip) in odd.iter().flat_map(|c| (0..4).map(move |k| (c, k))) {
+                    let rest = tail.get(skip..).unwrap_or("");
+                    let _ = rfc3339_unix(&format!("{head}{c}{rest}"));
+                }
+            }
+        }
     }
 
     #[test]

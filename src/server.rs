@@ -62,7 +62,7 @@ pub async fn run(
         header: cfg.client_header_timeout,
         idle: cfg.client_idle_timeout,
     };
-    let cache = Arc::new(Cache::load(cfg.cache_file.clone()));
+    let cache = Arc::new(Cache::load(cfg.cache_file.clone()).context("cannot use the cache file")?);
     let persist_stop = CancellationToken::new();
     let persist = tokio::spawn(Arc::clone(&cache).persist(persist_stop.clone()));
     tracing::info!(

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -193,4 +194,86 @@ async fn corrupt_cache_file_only_warns() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Issue 9: a show request with anything beyond model/verbose is forwarded as is and never
+/// becomes the cached answer for the plain request.
+#[tokio::test]
+async fn show_requests_with_extra_or_case_variant_keys_are_not_cached() {
+    let fake = Fake::bind().await;
+    let proxy = Proxy::start(&["--ollama-url", &fake.url()]).await;
+    let poisoned = [
+        json!({"model": "llama3.2:latest", "system": "INJECTED"}),
+        json!({"model": "llama3.2:latest", "Model": "jmorgan/coder:7b"}),
+        json!({"Model": "llama3.2:latest"}),
+    ];
+    for body in &poisoned {
+        let resp = post_json(proxy.url("/api/show"), body).await;
+        assert_eq!(resp.status(), 200, "{body}");
+        assert_eq!(header(&resp, "x-ollama-proxy-cache"), "");
+    }
+    let seen: Vec<Value> = fake
+        .log()
+        .all()
+        .iter()
+        .filter(|s| s.path == "/api/show")
+        .map(|s| serde_json::from_slice(&s.body).unwrap())
+        .collect();
+    assert_eq!(seen, poisoned, "forwarded as is");
+    // A plain request is still cached.
+    let plain_other = json!({"model": "jmorgan/coder:7b"});
+    assert_eq!(
+        post_json(proxy.url("/api/show"), &plain_other)
+            .await
+            .status(),
+        200
+    );
+    fake.kill().await;
+
+    let resp = post_json(proxy.url("/api/show"), &plain_other).await;
+    assert_eq!(resp.status(), 200);
+    assert_ne!(header(&resp, "x-ollama-proxy-cache"), "", "from the cache");
+    // Nothing was cached for the plain llama3.2 request: it needs Ollama (unreachable, no wake).
+    for body in [
+        json!({"model": "llama3.2:latest"}),
+        json!({"name": "llama3.2:latest"}),
+    ] {
+        let resp = post_json(proxy.url("/api/show"), &body).await;
+        assert_eq!(resp.status(), 502, "{body}");
+        assert_eq!(header(&resp, "x-ollama-proxy-cache"), "");
+    }
+    proxy.stop().await;
+}
+
+/// Issue 9: Ollama answers /api/tags with bytes that are not text: /v1/models answers an error,
+/// not the older list as if it were the new one; /api/tags passes the answer through.
+#[tokio::test]
+async fn a_tags_answer_that_is_not_text_is_not_replaced_by_the_older_list() {
+    let fake = Fake::bind().await;
+    let proxy = Proxy::start(&["--ollama-url", &fake.url(), "--cache-duration", "0"]).await;
+    let v: Value = get(proxy.url("/v1/models")).await.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    fake.knobs().tags_not_utf8.store(true, Ordering::SeqCst);
+    let before = fake.log().count("/api/tags");
+    for path in ["/v1/models", "/v1/models/llama3.2"] {
+        let resp = get(proxy.url(path)).await;
+        assert_eq!(resp.status(), 502, "{path}");
+        assert_eq!(header(&resp, "x-ollama-proxy-cache"), "");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["type"], "api_error", "{path}: {v}");
+    }
+    assert_eq!(fake.log().count("/api/tags"), before + 2);
+    let resp = get(proxy.url("/api/tags")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-ollama-proxy-cache"), "");
+    assert!(
+        resp.bytes().await.unwrap().contains(&0xff),
+        "Ollama's own answer"
+    );
+    proxy.stop().await;
+
+    // With nothing cached yet, the same answer is an error too.
+    let proxy = Proxy::start(&["--ollama-url", &fake.url()]).await;
+    assert_eq!(get(proxy.url("/v1/models")).await.status(), 502);
+    proxy.stop().await;
 }

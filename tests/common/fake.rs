@@ -2,7 +2,7 @@
 //! with knobs for delays, deaths mid-stream, and a log of what it saw.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub struct Knobs {
     pub die_after: AtomicUsize,
     /// Stop sending (but keep the connection) after this many chunks (0 = never).
     pub stall_after: AtomicUsize,
+    /// `/api/tags` answers 200 with a body that is not UTF-8 (the usual list with a 0xff byte in it).
+    pub tags_not_utf8: AtomicBool,
 }
 
 /// What the fake has seen.
@@ -297,6 +299,11 @@ async fn answer(state: Arc<FakeState>, req: Request) -> Response {
     match (m.as_str(), path.as_str()) {
         ("GET" | "HEAD", "/") => "Ollama is running".into_response(),
         ("GET" | "HEAD", "/api/version") => axum::Json(json!({"version": "0.33.0"})).into_response(),
+        ("GET" | "HEAD", "/api/tags") if state.knobs.tags_not_utf8.load(Ordering::SeqCst) => {
+            let mut body = tags_body(&state.models.lock().unwrap()).to_string().into_bytes();
+            body.splice(11..11, *b"\xff");
+            ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
+        }
         ("GET" | "HEAD", "/api/tags") => axum::Json(tags_body(&state.models.lock().unwrap())).into_response(),
         ("GET", "/api/ps") => axum::Json(json!({"models": [{"name": "llama3.2:latest", "model": "llama3.2:latest", "size": 1, "digest": "x", "details": {}, "expires_at": "2024-06-01T10:11:12Z", "size_vram": 1, "context_length": 4096}]})).into_response(),
         ("POST", "/api/show") => {
