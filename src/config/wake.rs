@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use reqwest::Url;
 use wol::{MacAddr, SenderConfig};
 
-use super::{bad, bad_secret, number, ConfigError, Secret};
+use super::parse::{bad, bad_secret, nonzero_number, ConfigError, Secret};
 use crate::cli::WakeArgs;
 
 /// Magic-packet settings.
@@ -38,7 +38,7 @@ impl WakeConfig {
 
 impl WakeConfig {
     pub fn from_args(args: &WakeArgs) -> Result<Self, ConfigError> {
-        let port: u16 = number("--wol-port", "WOL_PORT", &args.wol_port)?;
+        let port: u16 = nonzero_number("--wol-port", "WOL_PORT", &args.wol_port)?;
         let destinations = args
             .broadcast
             .split(',')
