@@ -17,13 +17,20 @@ pub fn usage_error(err: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-fn http_client(connect: Duration, total: Duration) -> reqwest::Client {
+/// A client with timeouts that ignores HTTP_PROXY; no silent fallback to one without either.
+fn http_client(connect: Duration, total: Duration) -> Result<reqwest::Client, ExitCode> {
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(connect)
         .timeout(total)
         .build()
-        .unwrap_or_default()
+        .map_err(|e| {
+            eprintln!(
+                "ollama-proxy: cannot build the HTTP client: {}",
+                crate::error::chain(&e)
+            );
+            ExitCode::FAILURE
+        })
 }
 
 /// `ollama-proxy wake`: one wake with every configured method; with `--wait`, poll Ollama.
@@ -41,6 +48,12 @@ pub async fn wake(args: WakeCmdArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
+    // Built before anything is sent, so that a client that cannot work fails the command up front.
+    let probe_timeout = ollama.connect_timeout.max(Duration::from_secs(1));
+    let client = match http_client(ollama.connect_timeout, probe_timeout) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let waker = match Waker::new(&wake_cfg) {
         Ok(w) => w,
         Err(e) => {
@@ -71,13 +84,11 @@ pub async fn wake(args: WakeCmdArgs) -> ExitCode {
     if !args.wait {
         return ExitCode::SUCCESS;
     }
-    wait_for_ollama(&ollama).await
+    wait_for_ollama(&client, &ollama).await
 }
 
-async fn wait_for_ollama(ollama: &OllamaConfig) -> ExitCode {
+async fn wait_for_ollama(client: &reqwest::Client, ollama: &OllamaConfig) -> ExitCode {
     let url = ollama.upstream.url("/api/version");
-    let probe_timeout = ollama.connect_timeout.max(Duration::from_secs(1));
-    let client = http_client(ollama.connect_timeout, probe_timeout);
     let start = Instant::now();
     let mut last_report = Duration::ZERO;
     println!(
@@ -129,7 +140,10 @@ pub async fn health(args: HealthArgs) -> ExitCode {
             }
         },
     };
-    let client = http_client(Duration::from_secs(2), Duration::from_secs(5));
+    let client = match http_client(Duration::from_secs(2), Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let result = async {
         let resp = client
             .get(&url)

@@ -5,7 +5,7 @@ mod wake;
 
 use parse::{bad, number};
 pub use parse::{ConfigError, Secret};
-pub use wake::{HttpWakeConfig, MagicConfig, WakeConfig};
+pub use wake::{url_mac, HttpWakeConfig, MagicConfig, WakeConfig};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

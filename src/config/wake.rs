@@ -108,6 +108,13 @@ impl WakeConfig {
     }
 }
 
+/// The `mac` query value of a wake URL, decoded as WolGoWeb's Go server reads it (and signs it).
+pub fn url_mac(url: &Url) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == "mac")
+        .map(|(_, v)| v.into_owned())
+}
+
 fn parse_wake_url(raw: &str, key: Option<&str>) -> Result<HttpWakeConfig, ConfigError> {
     let url = Url::parse(raw.trim()).map_err(|e| bad("--wake-url", "WAKE_URL", raw, e))?;
     match url.scheme() {
@@ -132,7 +139,7 @@ fn parse_wake_url(raw: &str, key: Option<&str>) -> Result<HttpWakeConfig, Config
     if url.host_str().is_none() {
         return Err(bad("--wake-url", "WAKE_URL", raw, "missing host"));
     }
-    if key.is_some() && crate::wake::http::url_mac(&url).is_none() {
+    if key.is_some() && url_mac(&url).is_none() {
         return Err(bad(
             "--wake-url",
             "WAKE_URL",
