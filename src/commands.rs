@@ -1,11 +1,15 @@
-//! The `wake` and `health` subcommands (K2, K3): one-shot tools that print what they did.
+//! The commands: `serve` (the proxy), and `wake` and `health` (K2, K3), one-shot tools that print
+//! what they did.
 #![allow(clippy::print_stdout)]
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::cli::{HealthArgs, WakeCmdArgs};
-use crate::config::{ConfigError, OllamaConfig, WakeConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{HealthArgs, ServeArgs, WakeCmdArgs};
+use crate::config::{Config, ConfigError, OllamaConfig, WakeConfig};
 use crate::wake::Waker;
 
 /// Exit code for bad usage or configuration.
@@ -13,8 +17,38 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Prints a configuration error as one line and returns exit code 2.
 pub fn usage_error(err: &ConfigError) -> ExitCode {
-    eprintln!("ollama-proxy: {err}");
+    fatal(err);
     ExitCode::from(EXIT_USAGE)
+}
+
+/// Writes `ollama-proxy: MESSAGE` to stderr; a write that fails (stderr closed) is ignored, never a
+/// panic like `eprintln!`'s.
+fn fatal(message: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "ollama-proxy: {message}");
+}
+
+/// `ollama-proxy` / `ollama-proxy serve`: the proxy, until SIGTERM or SIGINT.
+pub async fn serve(args: ServeArgs) -> ExitCode {
+    let config = match Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let listener = match tokio::net::TcpListener::bind(config.bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            fatal(format_args!("cannot listen on {}: {e}", config.bind));
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::server::signals(shutdown.clone()));
+    match crate::server::run(listener, config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            fatal(format_args!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// A client with timeouts that ignores HTTP_PROXY; no silent fallback to one without either.

@@ -13,6 +13,7 @@ pub mod driver;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod logging;
 pub mod models;
 pub mod proxy;
 pub mod routes;
