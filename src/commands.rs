@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{HealthArgs, ServeArgs, WakeCmdArgs};
 use crate::config::{Config, ConfigError, OllamaConfig, WakeConfig};
+use crate::signals::Signals;
 use crate::wake::Waker;
 
 /// Exit code for bad usage or configuration.
@@ -40,14 +41,25 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(crate::server::signals(shutdown.clone()));
-    match crate::server::run(listener, config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let signals = match Signals::register() {
+        Ok(s) => s,
         Err(e) => {
-            fatal(format_args!("{e:#}"));
-            ExitCode::FAILURE
+            fatal(e);
+            return ExitCode::FAILURE;
         }
+    };
+    let shutdown = CancellationToken::new();
+    let forced = tokio::spawn(signals.watch(shutdown.clone()));
+    tokio::select! {
+        r = crate::server::run(listener, config, shutdown) => match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                fatal(format_args!("{e:#}"));
+                ExitCode::FAILURE
+            }
+        },
+        // A second SIGTERM or SIGINT: the open streams are dropped with `run`.
+        Ok(code) = forced => ExitCode::from(code),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod models;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod signals;
 pub mod units;
 pub mod upstream;
 pub mod wake;
