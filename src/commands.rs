@@ -1,11 +1,16 @@
-//! The `wake` and `health` subcommands (K2, K3): one-shot tools that print what they did.
+//! The commands: `serve` (the proxy), and `wake` and `health` (K2, K3), one-shot tools that print
+//! what they did.
 #![allow(clippy::print_stdout)]
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::cli::{HealthArgs, WakeCmdArgs};
-use crate::config::{ConfigError, OllamaConfig, WakeConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{HealthArgs, ServeArgs, WakeCmdArgs};
+use crate::config::{Config, ConfigError, OllamaConfig, WakeConfig};
+use crate::signals::Signals;
 use crate::wake::Waker;
 
 /// Exit code for bad usage or configuration.
@@ -13,17 +18,65 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Prints a configuration error as one line and returns exit code 2.
 pub fn usage_error(err: &ConfigError) -> ExitCode {
-    eprintln!("ollama-proxy: {err}");
+    fatal(err);
     ExitCode::from(EXIT_USAGE)
 }
 
-fn http_client(connect: Duration, total: Duration) -> reqwest::Client {
+/// Writes `ollama-proxy: MESSAGE` to stderr; a write that fails (stderr closed) is ignored, never a
+/// panic like `eprintln!`'s.
+fn fatal(message: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "ollama-proxy: {message}");
+}
+
+/// `ollama-proxy` / `ollama-proxy serve`: the proxy, until SIGTERM or SIGINT.
+pub async fn serve(args: ServeArgs) -> ExitCode {
+    let config = match Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let listener = match tokio::net::TcpListener::bind(config.bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            fatal(format_args!("cannot listen on {}: {e}", config.bind));
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = match Signals::register() {
+        Ok(s) => s,
+        Err(e) => {
+            fatal(e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let forced = tokio::spawn(signals.watch(shutdown.clone()));
+    tokio::select! {
+        r = crate::server::run(listener, config, shutdown) => match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                fatal(format_args!("{e:#}"));
+                ExitCode::FAILURE
+            }
+        },
+        // A second SIGTERM or SIGINT: the open streams are dropped with `run`.
+        Ok(code) = forced => ExitCode::from(code),
+    }
+}
+
+/// A client with timeouts that ignores HTTP_PROXY; no silent fallback to one without either.
+fn http_client(connect: Duration, total: Duration) -> Result<reqwest::Client, ExitCode> {
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(connect)
         .timeout(total)
         .build()
-        .unwrap_or_default()
+        .map_err(|e| {
+            eprintln!(
+                "ollama-proxy: cannot build the HTTP client: {}",
+                crate::error::chain(&e)
+            );
+            ExitCode::FAILURE
+        })
 }
 
 /// `ollama-proxy wake`: one wake with every configured method; with `--wait`, poll Ollama.
@@ -41,6 +94,12 @@ pub async fn wake(args: WakeCmdArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
+    // Built before anything is sent, so that a client that cannot work fails the command up front.
+    let probe_timeout = ollama.connect_timeout.max(Duration::from_secs(1));
+    let client = match http_client(ollama.connect_timeout, probe_timeout) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let waker = match Waker::new(&wake_cfg) {
         Ok(w) => w,
         Err(e) => {
@@ -71,13 +130,11 @@ pub async fn wake(args: WakeCmdArgs) -> ExitCode {
     if !args.wait {
         return ExitCode::SUCCESS;
     }
-    wait_for_ollama(&ollama).await
+    wait_for_ollama(&client, &ollama).await
 }
 
-async fn wait_for_ollama(ollama: &OllamaConfig) -> ExitCode {
+async fn wait_for_ollama(client: &reqwest::Client, ollama: &OllamaConfig) -> ExitCode {
     let url = ollama.upstream.url("/api/version");
-    let probe_timeout = ollama.connect_timeout.max(Duration::from_secs(1));
-    let client = http_client(ollama.connect_timeout, probe_timeout);
     let start = Instant::now();
     let mut last_report = Duration::ZERO;
     println!(
@@ -129,7 +186,10 @@ pub async fn health(args: HealthArgs) -> ExitCode {
             }
         },
     };
-    let client = http_client(Duration::from_secs(2), Duration::from_secs(5));
+    let client = match http_client(Duration::from_secs(2), Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let result = async {
         let resp = client
             .get(&url)

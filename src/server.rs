@@ -126,23 +126,3 @@ fn notify(state: &[sd_notify::NotifyState]) {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-pub async fn signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    shutdown.cancel();
-}

@@ -9,28 +9,47 @@ pub enum Unit {
     Minutes,
 }
 
-/// Parses `"90"` (in `unit`), `"90s"`, `"5m"`, `"1h 30m"`, `"500ms"`.
+/// The longest duration any setting accepts: one year (365.25 days, humantime's `1y`). Longer
+/// values are refused at start-up: they mean nothing here, and a deadline of `now + u64::MAX`
+/// seconds cannot even be represented.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// Parses `"90"` (in `unit`), `"90s"`, `"5m"`, `"1h 30m"`, `"500ms"`; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str, unit: Unit) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    if let Ok(n) = s.parse::<u64>() {
+    let too_long = || {
+        format!(
+            "longer than the maximum, {}",
+            humantime::format_duration(MAX_DURATION)
+        )
+    };
+    let d = if let Ok(n) = s.parse::<u64>() {
         let secs = match unit {
             Unit::Seconds => Some(n),
             Unit::Minutes => n.checked_mul(60),
         };
-        return secs
-            .map(Duration::from_secs)
-            .ok_or_else(|| "duration too large".into());
+        secs.map(Duration::from_secs).ok_or_else(too_long)?
+    } else {
+        humantime::parse_duration(s).map_err(|e| {
+            let plain = match unit {
+                Unit::Seconds => "seconds",
+                Unit::Minutes => "minutes",
+            };
+            match e {
+                humantime::DurationError::NumberOverflow => too_long(),
+                e => format!(
+                    "{e} (expected a number of {plain}, or a duration like 90s, 5m, 1h 30m)"
+                ),
+            }
+        })?
+    };
+    if d > MAX_DURATION {
+        return Err(too_long());
     }
-    humantime::parse_duration(s).map_err(|e| {
-        let plain = match unit {
-            Unit::Seconds => "seconds",
-            Unit::Minutes => "minutes",
-        };
-        format!("{e} (expected a number of {plain}, or a duration like 90s, 5m, 1h 30m)")
-    })
+    Ok(d)
 }
 
 /// Parses a byte size: `"1048576"`, `"512KiB"`, `"16MiB"`, `"1GiB"`, `"10MB"`, `"16M"`.
@@ -92,6 +111,28 @@ mod tests {
         }
         assert!(parse_duration("99999999999999999999", Unit::Minutes).is_err());
         assert!(parse_duration(&u64::MAX.to_string(), Unit::Minutes).is_err());
+    }
+
+    #[test]
+    fn at_most_one_year() {
+        let year = Ok(MAX_DURATION);
+        assert_eq!(parse_duration("1y", Unit::Seconds), year);
+        assert_eq!(parse_duration("31557600", Unit::Seconds), year);
+        assert_eq!(parse_duration("525960", Unit::Minutes), year);
+        for (s, unit) in [
+            ("31557601", Unit::Seconds),
+            ("525961", Unit::Minutes),
+            ("1y 1s", Unit::Seconds),
+            ("18446744073709551615", Unit::Seconds),
+            ("584942417355years", Unit::Seconds),
+        ] {
+            let err = parse_duration(s, unit).unwrap_err();
+            assert!(err.contains("maximum, 1year"), "{s}: {err}");
+        }
+        // Every accepted duration can be added to an Instant.
+        assert!(std::time::Instant::now()
+            .checked_add(MAX_DURATION)
+            .is_some());
     }
 
     #[test]

@@ -180,6 +180,63 @@ async fn bad_configuration_exits_2_with_one_line() {
     assert!(!text(&out).contains("hunter2") && !text(&out).contains("01:02:03:04:05:06"));
 }
 
+/// Settings that cannot work (zero, or a duration past the one-year maximum) stop start-up: exit 2,
+/// one line naming the flag and its variable; before this they panicked (exit 101) or hung.
+#[tokio::test]
+async fn unworkable_settings_exit_2_naming_flag_and_variable() {
+    let ollama = ["--ollama-url", "http://10.9.9.9:11434", "--port", "0"];
+    let huge = u64::MAX.to_string();
+    let cases: [(&[&str], &str, &str); 9] = [
+        (&["--timeout", "0"], "--timeout", "TIMEOUT_SECONDS"),
+        (
+            &["--model-timeout", "0"],
+            "--model-timeout",
+            "MODEL_TIMEOUT_SECONDS",
+        ),
+        (&["--max-queue", "0"], "--max-queue", "MAX_QUEUE"),
+        (&["--wake-timeout", "0"], "--wake-timeout", "WAKE_TIMEOUT"),
+        (
+            &["--mac", "aa:bb:cc:dd:ee:ff", "--wol-port", "0"],
+            "--wol-port",
+            "WOL_PORT",
+        ),
+        (&["--wake-timeout", &huge], "--wake-timeout", "WAKE_TIMEOUT"),
+        (&["--timeout", &huge], "--timeout", "TIMEOUT_SECONDS"),
+        (
+            &["--wake-interval", &huge],
+            "--wake-interval",
+            "WAKE_INTERVAL",
+        ),
+        (
+            &["wake", "--mac", "aa:bb:cc:dd:ee:ff", "--wake-timeout", "2y"],
+            "--wake-timeout",
+            "WAKE_TIMEOUT",
+        ),
+    ];
+    for (args, flag, env) in cases {
+        let mut argv: Vec<&str> = args.to_vec();
+        if argv[0] != "wake" {
+            argv.extend(ollama);
+        }
+        let out = run(&argv, &[]).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {}", text(&out));
+        assert!(err.contains(flag) && err.contains(env), "{argv:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{argv:?}: {err}");
+    }
+    // The same through the environment.
+    let out = run(
+        &[],
+        &[
+            ("OLLAMA_URL", "http://10.9.9.9:11434"),
+            ("WAKE_TIMEOUT", &huge),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("maximum"), "{}", text(&out));
+}
+
 /// A WolGoWeb-like server: checks `token == md5(key + mac + time)` and answers `{"error":N}`.
 async fn wolgoweb(
     key: &'static str,

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use reqwest::Url;
 use wol::{MacAddr, SenderConfig};
 
-use super::{bad, bad_secret, number, ConfigError, Secret};
+use super::parse::{bad, bad_secret, nonzero_number, ConfigError, Secret};
 use crate::cli::WakeArgs;
 
 /// Magic-packet settings.
@@ -38,7 +38,7 @@ impl WakeConfig {
 
 impl WakeConfig {
     pub fn from_args(args: &WakeArgs) -> Result<Self, ConfigError> {
-        let port: u16 = number("--wol-port", "WOL_PORT", &args.wol_port)?;
+        let port: u16 = nonzero_number("--wol-port", "WOL_PORT", &args.wol_port)?;
         let destinations = args
             .broadcast
             .split(',')
@@ -108,6 +108,13 @@ impl WakeConfig {
     }
 }
 
+/// The `mac` query value of a wake URL, decoded as WolGoWeb's Go server reads it (and signs it).
+pub fn url_mac(url: &Url) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == "mac")
+        .map(|(_, v)| v.into_owned())
+}
+
 fn parse_wake_url(raw: &str, key: Option<&str>) -> Result<HttpWakeConfig, ConfigError> {
     let url = Url::parse(raw.trim()).map_err(|e| bad("--wake-url", "WAKE_URL", raw, e))?;
     match url.scheme() {
@@ -132,7 +139,7 @@ fn parse_wake_url(raw: &str, key: Option<&str>) -> Result<HttpWakeConfig, Config
     if url.host_str().is_none() {
         return Err(bad("--wake-url", "WAKE_URL", raw, "missing host"));
     }
-    if key.is_some() && crate::wake::http::url_mac(&url).is_none() {
+    if key.is_some() && url_mac(&url).is_none() {
         return Err(bad(
             "--wake-url",
             "WAKE_URL",

@@ -5,14 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use md5::{Digest, Md5};
 use reqwest::Url;
 
-use crate::config::HttpWakeConfig;
-
-/// The `mac` query value of a wake URL, decoded as WolGoWeb's Go server reads it.
-pub fn url_mac(url: &Url) -> Option<String> {
-    url.query_pairs()
-        .find(|(k, _)| k == "mac")
-        .map(|(_, v)| v.into_owned())
-}
+use crate::config::{url_mac, HttpWakeConfig};
 
 /// WolGoWeb's token: lowercase hex `md5(key + mac + time)`.
 pub fn token(key: &str, mac: &str, time: u64) -> String {

@@ -47,6 +47,15 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Why the wake methods could not be prepared at start.
+#[derive(Debug, thiserror::Error)]
+pub enum WakerError {
+    #[error("cannot open the magic packet socket: {0}")]
+    Magic(#[from] wol::SendError),
+    #[error("cannot build the HTTP client for the wake URL: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
 /// Sends wakes with every configured method.
 pub struct Waker {
     magic: Option<(Sender, MagicPacket)>,
@@ -55,7 +64,7 @@ pub struct Waker {
 
 impl Waker {
     /// Opens the UDP socket (when magic packets are configured). Must run inside a Tokio runtime.
-    pub fn new(cfg: &WakeConfig) -> Result<Self, wol::SendError> {
+    pub fn new(cfg: &WakeConfig) -> Result<Self, WakerError> {
         let magic = match &cfg.magic {
             Some(m) => Some((
                 Sender::new(m.sender.clone())?,
@@ -63,13 +72,18 @@ impl Waker {
             )),
             None => None,
         };
-        let http = cfg.http.clone().map(|h| {
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap_or_default();
-            (client, h)
-        });
+        let http = match &cfg.http {
+            // No fallback to `Client::default()`: it would honour HTTP_PROXY (the wake service is
+            // on the LAN) and could hide why the configured client failed.
+            Some(h) => Some((
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .map_err(WakerError::Http)?,
+                h.clone(),
+            )),
+            None => None,
+        };
         Ok(Waker { magic, http })
     }
 

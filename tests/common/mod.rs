@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use ollama_proxy::cli::Cli;
 use ollama_proxy::Config;
+use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -141,7 +142,12 @@ pub struct Child {
     pub addr: SocketAddr,
     /// Everything it logged, collected in the background.
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Notified after each line added to `stderr`.
+    pub logged: std::sync::Arc<tokio::sync::Notify>,
 }
+
+/// The proxy's stderr, line by line.
+pub type StderrLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
 
 impl Child {
     /// Starts `ollama-proxy --bind 127.0.0.1 --port 0 ARGS` and waits (bounded) for its ready line.
@@ -152,7 +158,54 @@ impl Child {
     /// Like [`Child::start`], run through `wrapper` (e.g. `prlimit --nofile=64:64 --`), which must
     /// exec the binary in its own process.
     pub async fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Child {
-        use tokio::io::AsyncBufReadExt;
+        let (child, mut lines) = Self::spawn(wrapper, args, env);
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let addr = Self::ready(&mut lines, &stderr).await;
+        let log = std::sync::Arc::clone(&stderr);
+        let logged = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notify = std::sync::Arc::clone(&logged);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                notify.notify_waiters();
+            }
+        });
+        Child {
+            child,
+            addr,
+            stderr,
+            logged,
+        }
+    }
+
+    /// Like [`Child::start`], but closes the read end of its stderr pipe once it is ready: every
+    /// later log line meets a broken pipe (as under `| logger` after the logger exited).
+    pub async fn start_then_close_stderr(args: &[&str], env: &[(&str, &str)]) -> Child {
+        let (proxy, lines) = Self::start_unread(args, env).await;
+        drop(lines);
+        proxy
+    }
+
+    /// Like [`Child::start`], but hands back its stderr pipe unread past the ready line: keep it
+    /// and never read it to play a log reader that stopped reading.
+    pub async fn start_unread(args: &[&str], env: &[(&str, &str)]) -> (Child, StderrLines) {
+        let (child, mut lines) = Self::spawn(&[], args, env);
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let addr = Self::ready(&mut lines, &stderr).await;
+        let proxy = Child {
+            child,
+            addr,
+            stderr,
+            logged: std::sync::Arc::new(tokio::sync::Notify::new()),
+        };
+        (proxy, lines)
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (tokio::process::Child, StderrLines) {
         let mut cmd = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = tokio::process::Command::new(program);
@@ -171,8 +224,12 @@ impl Child {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        (child, lines)
+    }
+
+    /// Reads stderr (bounded) up to the ready line; returns the address it names.
+    async fn ready(lines: &mut StderrLines, stderr: &std::sync::Mutex<String>) -> SocketAddr {
         let find_ready = async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 stderr.lock().unwrap().push_str(&format!("{line}\n"));
@@ -185,20 +242,46 @@ impl Child {
                 stderr.lock().unwrap()
             );
         };
-        let addr = tokio::time::timeout(Duration::from_secs(10), find_ready)
+        tokio::time::timeout(Duration::from_secs(10), find_ready)
             .await
-            .expect("proxy never got ready");
-        let log = std::sync::Arc::clone(&stderr);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                log.lock().unwrap().push_str(&format!("{line}\n"));
+            .expect("proxy never got ready")
+    }
+
+    /// Waits (bounded) until its stderr has a line containing `needle`.
+    pub async fn wait_log(&self, needle: &str, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.logged.notified();
+            if self.stderr.lock().unwrap().contains(needle) {
+                return;
             }
-        });
-        Child {
-            child,
-            addr,
-            stderr,
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let log = self.stderr.lock().unwrap();
+                assert!(
+                    log.contains(needle),
+                    "no {needle:?} within {limit:?}: {log}"
+                );
+                return;
+            }
         }
+    }
+
+    /// Sends signal `name` (`TERM`, `INT`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the proxy has already exited");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Waits up to `limit` for the exit; `None` if it is still running then.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()
+            .map(|r| r.unwrap())
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,128 @@
+//! Logging can never stop the proxy: with stderr a broken pipe (the log reader exited) or a pipe
+//! nobody reads, the real binary still answers, still wakes, and still stops on SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::{TcpListener, UdpSocket};
+
+use common::{client, Child, Fake};
+
+/// Bound on each request and on the exit after SIGTERM.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// `GET url` (bounded): the status.
+async fn get_status(url: String) -> u16 {
+    let send = client().get(&url).send();
+    let resp = tokio::time::timeout(LIMIT, send)
+        .await
+        .unwrap_or_else(|_| panic!("no answer from {url}"))
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    resp.status().as_u16()
+}
+
+/// SIGTERM, then the exit status (bounded): 0, as after any graceful stop.
+async fn terminates_cleanly(proxy: &mut Child) {
+    proxy.signal("TERM");
+    let status = proxy.wait_exit(LIMIT).await;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "no clean exit: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn answers_after_the_log_reader_exits() {
+    let fake = Fake::bind().await;
+    // debug: hyper and the proxy log on every request's path.
+    let mut proxy =
+        Child::start_then_close_stderr(&["--ollama-url", &fake.url()], &[("RUST_LOG", "debug")])
+            .await;
+    for _ in 0..3 {
+        assert_eq!(get_status(proxy.url("/api/version")).await, 200);
+        assert_eq!(get_status(proxy.url("/health")).await, 200);
+    }
+    assert!(fake.log().count("/api/version") >= 1);
+    terminates_cleanly(&mut proxy).await;
+}
+
+#[tokio::test]
+async fn wakes_after_the_log_reader_exits() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let wol_port = sock.local_addr().unwrap().port().to_string();
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ollama = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut proxy = Child::start_then_close_stderr(
+        &[
+            "--ollama-url",
+            &ollama,
+            "--mac",
+            "02:00:00:00:00:01",
+            "--broadcast",
+            "127.0.0.1",
+            "--wol-port",
+            &wol_port,
+        ],
+        &[],
+    )
+    .await;
+    // Held while Ollama "boots"; answered 503 at shutdown.
+    let chat = tokio::spawn(
+        client()
+            .post(proxy.url("/api/chat"))
+            .json(&json!({"model": "llama3.2", "messages": []}))
+            .send(),
+    );
+    let mut buf = [0u8; 1500];
+    let n = tokio::time::timeout(LIMIT, sock.recv(&mut buf))
+        .await
+        .expect("no magic packet")
+        .unwrap();
+    assert_eq!(n, 102);
+    assert_eq!(buf[..6], [0xff; 6]);
+    assert_eq!(buf[6..12], [2, 0, 0, 0, 0, 1]);
+    terminates_cleanly(&mut proxy).await;
+    let held = tokio::time::timeout(LIMIT, chat).await.unwrap().unwrap();
+    assert_eq!(held.unwrap().status().as_u16(), 503);
+}
+
+#[tokio::test]
+async fn answers_while_nobody_reads_the_log() {
+    let fake = Fake::bind().await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let wol_port = sock.local_addr().unwrap().port().to_string();
+    // --wake-interval 0: each request logs a wake sent alongside it and its outcome, about 300
+    // bytes; 1000 requests fill the 64 KiB pipe several times over.
+    let (mut proxy, _unread) = Child::start_unread(
+        &[
+            "--ollama-url",
+            &fake.url(),
+            "--wake-interval",
+            "0",
+            "--mac",
+            "02:00:00:00:00:01",
+            "--broadcast",
+            "127.0.0.1",
+            "--wol-port",
+            &wol_port,
+        ],
+        &[],
+    )
+    .await;
+    let body = json!({"model": "llama3.2", "messages": [], "stream": false});
+    for _ in 0..1000 {
+        let send = client().post(proxy.url("/api/chat")).json(&body).send();
+        let resp = tokio::time::timeout(LIMIT, send)
+            .await
+            .expect("no answer: blocked on the log?")
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    terminates_cleanly(&mut proxy).await;
+}
