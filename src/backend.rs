@@ -1,4 +1,5 @@
-//! The backend state machine (B1–B3, W4) as a pure transition function: no I/O, no clocks of its own.
+//! The backend state machine as a pure transition function: no I/O, no clocks of its own (see
+//! "Backend state", "Wake cycle" and "Wake interval" in docs/behaviour.md).
 
 use std::time::{Duration, Instant};
 
@@ -125,7 +126,8 @@ impl Machine {
         }
     }
 
-    /// W4: should a request that may wake send a wake right away, in parallel with its connect?
+    /// Should a request that may wake send a wake right away, in parallel with its connect (see
+    /// "Wake interval" in docs/behaviour.md)?
     ///
     /// True when Ollama has not been heard from for `interval` (or ever) and no such early wake
     /// was sent within `interval`; records the wake when it says yes.

@@ -1,5 +1,6 @@
-//! Bodies: request bodies buffered for replay up to MAX_HELD_BODY (F4), and Ollama's response body
-//! passed on frame by frame with a silence limit and an optional copy for the cache (F3, T1).
+//! Bodies: request bodies buffered for replay up to MAX_HELD_BODY (see "Request bodies" in
+//! docs/behaviour.md), and Ollama's response body passed on frame by frame with a silence limit and
+//! an optional copy for the cache (see "Streaming" and "Timeouts").
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

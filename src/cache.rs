@@ -1,4 +1,5 @@
-//! The metadata cache (C1–C5): tags, version and show answers, their age, and the cache file.
+//! The metadata cache: tags, version and show answers, their age, and the cache file (see "Cache"
+//! in docs/behaviour.md).
 
 mod file;
 mod show;
@@ -48,7 +49,7 @@ pub struct Entry {
     pub content_type: String,
     /// Unix seconds when Ollama gave this answer.
     pub stored_at: u64,
-    /// Marked stale by a pull, create, copy or delete (C3).
+    /// Marked stale by a pull, create, copy or delete (see "Invalidation" in docs/behaviour.md).
     #[serde(default)]
     pub invalidated: bool,
 }
@@ -178,7 +179,8 @@ impl Cache {
         Ok(entry)
     }
 
-    /// C3: the model list changed on Ollama (pull, create, copy, delete).
+    /// The model list changed on Ollama (pull, create, copy, delete): marks the cached list and
+    /// show answers stale (see "Invalidation" in docs/behaviour.md).
     pub fn invalidate_models(&self) {
         {
             let mut e = self.lock();

@@ -1,4 +1,5 @@
-//! The errors the proxy answers itself (F6): status, `Retry-After`, and Ollama's or OpenAI's JSON shape.
+//! The errors the proxy answers itself: status, `Retry-After`, and Ollama's or OpenAI's JSON shape
+//! (see "Error responses" in docs/behaviour.md).
 
 use std::time::Duration;
 

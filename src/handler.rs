@@ -1,4 +1,5 @@
-//! The request handler: `/health`, cached metadata (C1–C4) and forwarding of everything else.
+//! The request handler: `/health`, cached metadata (see "Cache" in docs/behaviour.md) and
+//! forwarding of everything else.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -128,7 +129,7 @@ fn respond(app: &App, answer: proxy::Answer, capture: usize, on_end: Option<OnEn
     proxy::respond(answer, app.timeouts.model, capture, on_end)
 }
 
-/// R3: forward, waking Ollama when needed.
+/// Any other request: forward, waking Ollama when needed.
 async fn work(app: &App, req: Request, client: SocketAddr) -> Result<Resp, ProxyError> {
     let changes = routes::changes_models(req.method(), req.uri().path());
     let mut out = prepare(app, req, client, true).await?;
@@ -149,7 +150,8 @@ fn unreachable_is_502(f: Failure) -> ProxyError {
     }
 }
 
-/// `/` and `/api/ps`: Ollama's answer when it is awake, a synthesized one otherwise (C1).
+/// `/` and `/api/ps`: Ollama's answer when it is awake, a synthesized one otherwise (see "What is
+/// cached" in docs/behaviour.md).
 async fn always(app: &App, req: Request, client: SocketAddr, route: Route) -> Resp {
     let synthesized = || match route {
         Route::Ps => axum::Json(json!({"models": []})).into_response(),
@@ -176,7 +178,9 @@ async fn always(app: &App, req: Request, client: SocketAddr, route: Route) -> Re
     }
 }
 
-/// R2: cached metadata (C2), forwarded while Ollama is awake, waking only when nothing is cached (C4).
+/// Cacheable metadata: the cached answer while Ollama sleeps or when it is a fresh model list, else
+/// forwarded (the cached answer if Ollama does not answer); wakes only when nothing is cached (see
+/// "Freshness" and "Empty cache" in docs/behaviour.md).
 async fn meta(
     app: &App,
     req: Request,
@@ -194,7 +198,7 @@ async fn meta(
     };
     let derived = matches!(route, Route::V1Models | Route::V1Model(_));
     let Some(entry) = app.cache.get(&key) else {
-        // C4: nothing cached: this may wake Ollama.
+        // Nothing cached: this may wake Ollama (see "Empty cache").
         if derived {
             let tags = fetch_tags(app, out.cause.clone(), true)
                 .await

@@ -1,4 +1,5 @@
-//! Header rewriting for forwarding (F2): hop-by-hop removal, `Host`, `X-Forwarded-For`/`-Proto`.
+//! Header rewriting for forwarding: hop-by-hop removal, `Host`, `X-Forwarded-For`/`-Proto` (see
+//! "Headers" in docs/behaviour.md).
 
 use std::net::IpAddr;
 

@@ -1,4 +1,5 @@
-//! Forwarding one request to Ollama (F1–F5, T1, H1): connect, hold and replay when asleep, time out.
+//! Forwarding one request to Ollama: connect, hold and replay when asleep, time out (see
+//! "Forwarding", "Timeouts" and "Holding and replay" in docs/behaviour.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ const MAX_HOLDS: u32 = 2;
 /// Immediate retries on a pooled connection that the server had closed.
 const MAX_STALE_RETRIES: u32 = 3;
 
-/// The timeouts of T1.
+/// The timeouts of "Timeouts" in docs/behaviour.md.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub simple: Duration,
@@ -151,8 +152,9 @@ pub async fn forward(
             // A body that can be sent only once never goes on a connection that may be stale.
             client.connect().await.map(crate::upstream::Conn::fresh)
         };
-        // H2: the next held request goes once this one is on its way: its whole body handed to the
-        // connection when it can be replayed, else as soon as it is connected.
+        // The next held request goes once this one is on its way: its whole body handed to the
+        // connection when it can be replayed, else as soon as it is connected (see "Holding and
+        // replay" in docs/behaviour.md).
         let ack = match ack {
             Some(ack) if !out.body.replayable() || conn.is_err() => {
                 let _ = ack.send(());
@@ -199,7 +201,8 @@ pub async fn forward(
                 tracing::info!(path = %out.path_and_query, error = %why, "Ollama stopped acknowledging (asleep?)");
                 driver.unreachable();
                 if !out.body.replayable() {
-                    // F4: too large to hold; the client retries while the wake goes on.
+                    // Too large to hold (see "Request bodies"); the client retries while the wake
+                    // goes on.
                     if may_wake {
                         driver.wake(&out.cause);
                     }

@@ -1,29 +1,34 @@
-//! Request classes (R1–R3) and timeout classes (T1), decided from method and path alone.
+//! Request classes and timeout classes, decided from method and path alone (see "Request classes"
+//! and "Timeouts" in docs/behaviour.md).
 
 use axum::http::Method;
 
 /// How the proxy treats a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// R1: the proxy's own `/health`.
+    /// The proxy's own `/health`, answered without Ollama.
     Health,
     /// `GET|HEAD /`: always has an answer.
     Root,
     /// `GET /api/ps`: always has an answer.
     Ps,
-    /// R2 metadata, cacheable.
+    /// `GET|HEAD /api/tags`: cacheable metadata.
     Tags,
+    /// `GET|HEAD /api/version`: cacheable metadata.
     Version,
+    /// `POST /api/show`: cacheable metadata when the request is a plain one.
     Show,
+    /// `GET /v1/models`: derived from the cached tags.
     V1Models,
+    /// `GET /v1/models/{model}`: derived from the cached tags.
     V1Model(String),
-    /// R3: everything else may wake Ollama.
+    /// Everything else (work): may wake Ollama.
     Work,
     /// `CONNECT` and `TRACE`: never forwarded (405).
     NotAllowed,
 }
 
-/// How long Ollama may take (T1).
+/// How long Ollama may take (see "Timeouts" in docs/behaviour.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Patience {
     /// TIMEOUT_SECONDS to headers.
@@ -75,7 +80,8 @@ pub fn patience(path: &str) -> Patience {
     }
 }
 
-/// C3: a successful answer to this request changes the model list.
+/// A successful answer to this request changes the model list (see "Invalidation" in
+/// docs/behaviour.md).
 pub fn changes_models(method: &Method, path: &str) -> bool {
     matches!(
         (method.as_str(), path),

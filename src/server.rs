@@ -1,4 +1,5 @@
-//! `run`: wires the parts together and serves until shutdown (D3), the function `main` and tests call.
+//! `run`: wires the parts together and serves until shutdown (see "Signals and shutdown" in
+//! docs/behaviour.md), the function `main` and tests call.
 
 use std::sync::Arc;
 use std::time::Duration;

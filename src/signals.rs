@@ -1,5 +1,6 @@
-//! Signals (D3): the first SIGTERM or SIGINT starts the graceful stop, a second one during the grace
-//! period ends the process at once; SIGHUP is logged and ignored (it used to kill the proxy).
+//! Signals: the first SIGTERM or SIGINT starts the graceful stop, a second one during the grace
+//! period ends the process at once; SIGHUP is logged and ignored (it used to kill the proxy). See
+//! "Signals and shutdown" in docs/behaviour.md.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// The unit a plain number is read in (the seed's units: seconds or minutes).
+/// The unit a plain number is read in (the original Python proxy's units: seconds or minutes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Seconds,

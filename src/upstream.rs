@@ -1,4 +1,5 @@
-//! Connections to Ollama: connect with a timeout, TCP_USER_TIMEOUT, a short-lived keep-alive pool (B2).
+//! Connections to Ollama: connect with a timeout, TCP_USER_TIMEOUT, a short-lived keep-alive pool
+//! (see "Backend state" in docs/behaviour.md).
 
 use std::collections::VecDeque;
 use std::io;

@@ -1,4 +1,5 @@
-//! The metadata cache (C1–C5): fresh and stale answers, invalidation, the cache file.
+//! The metadata cache: fresh and stale answers, invalidation, the cache file (see "Cache" in
+//! docs/behaviour.md).
 
 #![allow(clippy::unwrap_used)]
 

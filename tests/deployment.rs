@@ -1,5 +1,6 @@
-//! Deployment (D1–D3): systemd readiness, graceful shutdown of the real binary, and the unit,
-//! Dockerfile and compose files checked by their own tools.
+//! Deployment: systemd readiness, graceful shutdown of the real binary, and the unit, Dockerfile
+//! and compose files checked by their own tools (see "Deployment" and "Signals and shutdown" in
+//! docs/behaviour.md).
 
 #![allow(clippy::unwrap_used)]
 

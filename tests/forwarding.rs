@@ -1,5 +1,5 @@
-//! Transparent forwarding with Ollama awake (F1–F6, T1): headers, streaming, uploads, cancellation,
-//! timeouts and abnormal ends.
+//! Transparent forwarding with Ollama awake: headers, streaming, uploads, cancellation, timeouts and
+//! abnormal ends (see "Forwarding" and "Timeouts" in docs/behaviour.md).
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,4 +1,5 @@
-//! A 1 GiB streamed blob upload passes through the proxy binary while its memory stays low (F4).
+//! A 1 GiB streamed blob upload passes through the proxy binary while its memory stays low (see
+//! "Request bodies" in docs/behaviour.md).
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,4 +1,5 @@
-//! Waking on demand against a simulated sleeping host (B1–B3, H1–H5, W3–W4, T2, C4).
+//! Waking on demand against a simulated sleeping host (see "Backend state", "Waking", "Holding
+//! and replay", "Timeouts" and "Empty cache" in docs/behaviour.md).
 
 #![allow(clippy::unwrap_used)]
 
@@ -238,7 +239,7 @@ async fn cached_metadata_never_wakes_but_an_empty_cache_does() {
         "metadata woke the host"
     );
     assert_eq!(proxy.health().await["wakes"], 0);
-    // Not cached: /api/show of another model may wake (C4).
+    // Not cached: /api/show of another model may wake (see "Empty cache").
     let resp = post_json(proxy.url("/api/show"), &json!({"model": "llama3.2"})).await;
     assert_eq!(resp.status(), 200);
     assert!(host.packets.load(Ordering::SeqCst) >= 1);

@@ -1,5 +1,6 @@
-//! The cache file (C5): where it really is, reading it, writing it atomically through an exclusive
-//! temp file, and removing the temp files an interrupted write left behind.
+//! The cache file: where it really is, reading it, writing it atomically through an exclusive temp
+//! file, and removing the temp files an interrupted write left behind (see "Cache file" in
+//! docs/behaviour.md).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -15,7 +15,7 @@ fn serve(args: &[&str]) -> Result<Config, ConfigError> {
 }
 
 #[test]
-fn defaults_follow_the_seed() {
+fn defaults_follow_the_original_python_proxy() {
     let c = serve(&[]).unwrap();
     assert_eq!(c.timeout, Duration::from_secs(10));
     assert_eq!(c.model_timeout, Duration::from_secs(30));

@@ -1,5 +1,6 @@
-//! One wake cycle (B3, W2): wake with every method, re-send magic packets, probe until Ollama answers
-//! or WAKE_TIMEOUT passes; and the in-order release of held requests (H2).
+//! One wake cycle: wake with every method, re-send magic packets, probe until Ollama answers or
+//! WAKE_TIMEOUT passes (see "Wake cycle" and "Magic packets" in docs/behaviour.md); and the
+//! in-order release of held requests (see "Holding and replay").
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -72,8 +73,9 @@ impl Driver {
     }
 }
 
-/// H2: lets held requests go in arrival order, each once the previous one is on its way (its body
-/// handed to its connection, or a connection made for a body that cannot be replayed).
+/// Lets held requests go in arrival order, each once the previous one is on its way (its body
+/// handed to its connection, or a connection made for a body that cannot be replayed); see
+/// "Holding and replay" in docs/behaviour.md.
 pub(super) async fn release(queue: VecDeque<Held>, connect_timeout: Duration) {
     for held in queue {
         let (ack_tx, ack_rx) = oneshot::channel();

@@ -1,5 +1,5 @@
-//! Performs the backend machine's actions: the queue of held requests and their release (H1–H5);
-//! the wake cycle itself is in [`cycle`].
+//! Performs the backend machine's actions: the queue of held requests and their release (see
+//! "Holding and replay" in docs/behaviour.md); the wake cycle itself is in [`cycle`].
 
 mod cycle;
 
@@ -227,7 +227,8 @@ impl Driver {
         self.perform(action);
     }
 
-    /// W4: sends a wake now, without waiting, when Ollama has not been heard from for WAKE_INTERVAL.
+    /// Sends a wake now, without waiting, when Ollama has not been heard from for WAKE_INTERVAL
+    /// (see "Wake interval" in docs/behaviour.md).
     pub fn early_wake(&self, cause: &Cause) {
         let Some(waker) = &self.waker else { return };
         if !self
@@ -268,7 +269,7 @@ impl Driver {
         ProxyError::QueueFull(self.cfg.max_queue, self.retry_after())
     }
 
-    /// H1: holds a request and starts (or joins) a wake cycle.
+    /// Holds a request and starts (or joins) a wake cycle (see "Holding and replay").
     pub fn hold(self: &Arc<Self>, cause: &Cause) -> Result<Ticket, ProxyError> {
         if self.waker.is_none() {
             return Err(ProxyError::Unreachable("not answering".into()));
@@ -296,7 +297,7 @@ impl Driver {
         })
     }
 
-    /// D3: answers every held request with 503 and refuses new ones.
+    /// Answers every held request with 503 and refuses new ones (see "Signals and shutdown").
     pub fn stop(&self) {
         let queue = {
             let mut inner = self.lock();

@@ -1,4 +1,5 @@
-//! HTTP wake (W3): `GET WAKE_URL`, WolGoWeb signing and reading its `{"error":N}` answers.
+//! HTTP wake: `GET WAKE_URL`, WolGoWeb signing and reading its `{"error":N}` answers (see "HTTP
+//! wake" in docs/behaviour.md).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
