@@ -11,12 +11,15 @@ use clap::{Args, Parser, Subcommand};
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// The command given, if any (none means `serve`).
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The options of `serve` given without a command.
     #[command(flatten)]
     pub serve: ServeArgs,
 }
 
+/// The commands: `serve`, `wake` and `health`.
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
@@ -31,6 +34,7 @@ pub enum Command {
 /// Options of `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Where Ollama is and how long to wait for it.
     #[command(flatten)]
     pub ollama: OllamaArgs,
     /// Listening address.
@@ -51,6 +55,7 @@ pub struct ServeArgs {
     /// How long a cached model list is fresh (minutes, or 90s).
     #[arg(long, env = "CACHE_DURATION", default_value = "30")]
     pub cache_duration: String,
+    /// How to wake the host.
     #[command(flatten)]
     pub wake: WakeArgs,
     /// Most requests held at once while Ollama wakes.
@@ -120,8 +125,10 @@ pub struct WakeArgs {
 /// Options of `wake`.
 #[derive(Debug, Clone, Args)]
 pub struct WakeCmdArgs {
+    /// How to wake the host.
     #[command(flatten)]
     pub wake: WakeArgs,
+    /// Where Ollama is and how long to wait for it.
     #[command(flatten)]
     pub ollama: OllamaArgs,
     /// After waking, poll Ollama until it answers (up to the wake timeout).

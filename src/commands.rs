@@ -1,5 +1,5 @@
-//! The commands: `serve` (the proxy), and `wake` and `health` (K2, K3), one-shot tools that print
-//! what they did.
+//! The commands: `serve` (the proxy), and `wake` and `health`, one-shot tools that print what they
+//! did (see "Commands" in docs/behaviour.md).
 #![allow(clippy::print_stdout)]
 
 use std::io::Write;
@@ -14,10 +14,10 @@ use crate::signals::Signals;
 use crate::wake::Waker;
 
 /// Exit code for bad usage or configuration.
-pub const EXIT_USAGE: u8 = 2;
+const EXIT_USAGE: u8 = 2;
 
 /// Prints a configuration error as one line and returns exit code 2.
-pub fn usage_error(err: &ConfigError) -> ExitCode {
+fn usage_error(err: &ConfigError) -> ExitCode {
     fatal(err);
     ExitCode::from(EXIT_USAGE)
 }

@@ -1,29 +1,31 @@
 //! ollama-proxy: a Wake-on-LAN gateway in front of an Ollama server that sleeps.
 //!
 //! It answers metadata from its cache while the host sleeps, wakes the host when real work arrives,
-//! holds that work while it boots, then replays it and streams the answers back.
+//! holds that work while it boots, then replays it and streams the answers back. How it behaves is
+//! described in docs/behaviour.md.
+#![deny(missing_docs)]
 
-pub mod backend;
-pub mod body;
-pub mod cache;
+pub(crate) mod backend;
+pub(crate) mod body;
+pub(crate) mod cache;
 pub mod cli;
 pub mod commands;
-pub mod config;
+pub(crate) mod config;
 mod conn;
-pub mod driver;
-pub mod error;
-pub mod handler;
-pub mod headers;
+pub(crate) mod driver;
+pub(crate) mod error;
+pub(crate) mod handler;
+pub(crate) mod headers;
 mod listen;
 pub mod logging;
-pub mod models;
-pub mod proxy;
-pub mod routes;
+pub(crate) mod models;
+pub(crate) mod proxy;
+pub(crate) mod routes;
 pub mod server;
-pub mod signals;
-pub mod units;
-pub mod upstream;
-pub mod wake;
+pub(crate) mod signals;
+pub(crate) mod units;
+pub(crate) mod upstream;
+pub(crate) mod wake;
 
 pub use config::Config;
 pub use server::run;

@@ -25,10 +25,13 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
+    /// stderr could not be duplicated for the writer thread.
     #[error("cannot duplicate stderr for the log writer: {0}")]
     Stderr(#[source] io::Error),
+    /// The writer thread could not be started.
     #[error("cannot start the log writer thread: {0}")]
     Thread(#[source] io::Error),
+    /// The tracing subscriber could not be installed (another one already was).
     #[error("cannot install the log subscriber: {0}")]
     Install(String),
 }
@@ -69,7 +72,7 @@ impl<'a> MakeWriter<'a> for Queue {
     }
 }
 
-/// Keep this alive in `main`: dropping it writes the queued lines (waiting at most [`FLUSH_LIMIT`]).
+/// Keep this alive in `main`: dropping it writes the queued lines (waiting at most one second).
 #[must_use = "dropping the guard ends the wait for queued log lines"]
 pub struct LogGuard {
     tx: SyncSender<Msg>,

@@ -3,9 +3,11 @@
 mod parse;
 mod wake;
 
+pub use parse::ConfigError;
+#[cfg(test)]
+pub(crate) use parse::Secret;
 use parse::{bad, number};
-pub use parse::{ConfigError, Secret};
-pub use wake::{url_mac, HttpWakeConfig, MagicConfig, WakeConfig};
+pub use wake::{url_mac, HttpWakeConfig, WakeConfig};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -43,23 +45,36 @@ impl Upstream {
 /// Ollama's address and the timeouts that apply to reaching it.
 #[derive(Debug, Clone)]
 pub struct OllamaConfig {
+    /// Where Ollama is (OLLAMA_URL).
     pub upstream: Upstream,
+    /// A TCP connect slower than this means Ollama is asleep (CONNECT_TIMEOUT).
     pub connect_timeout: Duration,
+    /// A wake cycle gives up this long after it started (WAKE_TIMEOUT).
     pub wake_timeout: Duration,
 }
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Ollama's address and the timeouts for reaching it.
     pub ollama: OllamaConfig,
+    /// The address the proxy listens on (BIND and PORT).
     pub bind: SocketAddr,
+    /// Simple requests: longest wait for Ollama's response headers (TIMEOUT_SECONDS).
     pub timeout: Duration,
+    /// Inference and transfers: longest silence from Ollama (MODEL_TIMEOUT_SECONDS).
     pub model_timeout: Duration,
+    /// After this long without hearing from Ollama, the next request wakes it (WAKE_INTERVAL).
     pub wake_interval: Duration,
+    /// How long a cached answer is fresh (CACHE_DURATION).
     pub cache_duration: Duration,
+    /// How to wake the host: magic packets and/or an HTTP wake URL.
     pub wake: WakeConfig,
+    /// Most requests held at once while Ollama wakes (MAX_QUEUE).
     pub max_queue: usize,
+    /// Largest request body buffered for replay, in bytes (MAX_HELD_BODY).
     pub max_held_body: u64,
+    /// Where the metadata cache is persisted, if anywhere (CACHE_FILE).
     pub cache_file: Option<PathBuf>,
     /// Most client connections at once; `None`: derived from the open-file limit at start.
     pub max_connections: Option<usize>,
@@ -118,6 +133,7 @@ fn parse_upstream(value: &str) -> Result<Upstream, ConfigError> {
 }
 
 impl Config {
+    /// Checks and converts the options of `serve`, or names the first bad one.
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let ip: IpAddr = args
             .bind

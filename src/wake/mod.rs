@@ -87,11 +87,6 @@ impl Waker {
         Ok(Waker { magic, http })
     }
 
-    /// True when at least one method is configured.
-    pub fn is_enabled(&self) -> bool {
-        self.magic.is_some() || self.http.is_some()
-    }
-
     /// True when magic packets are configured.
     pub fn has_magic(&self) -> bool {
         self.magic.is_some()
