@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
@@ -192,15 +193,24 @@ impl http_body::Body for Tracked {
     }
 }
 
-/// Serves one client connection until it ends, a timeout closes it, or shutdown has let its last
-/// response finish.
-pub(crate) async fn serve(
-    stream: TcpStream,
-    client: SocketAddr,
-    router: Router,
-    timeouts: ClientTimeouts,
-    shutdown: CancellationToken,
-) {
+/// What a connection watches besides its socket.
+pub(crate) struct Watch {
+    /// The header and idle timeouts.
+    pub timeouts: ClientTimeouts,
+    /// Notified while all connection slots are taken: an idle connection then closes at once.
+    pub pressure: Arc<Notify>,
+    /// Cancelled at shutdown: the connection finishes its response and closes.
+    pub shutdown: CancellationToken,
+}
+
+/// Serves one client connection until it ends, a timeout or the connection limit closes it, or
+/// shutdown has let its last response finish.
+pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, router: Router, watch: Watch) {
+    let Watch {
+        timeouts,
+        pressure,
+        shutdown,
+    } = watch;
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -241,6 +251,12 @@ pub(crate) async fn serve(
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            _ = pressure.notified() => {
+                if activity.phase.load(Ordering::Acquire) == IDLE {
+                    tracing::debug!(%client, "closing an idle client connection: all connection slots are taken");
+                    return;
+                }
             }
             _ = tokio::time::sleep_until(wake_at) => {
                 match activity.deadline(timeouts) {

@@ -34,6 +34,9 @@ pub enum ProxyError {
         /// Seconds for `Retry-After`.
         retry: u64,
     },
+    /// The client stopped sending its request body.
+    #[error("the request body stopped arriving: nothing for {} (CLIENT_HEADER_TIMEOUT)", humantime::format_duration(*.0))]
+    ClientTimeout(Duration),
     /// A method the proxy never forwards (`CONNECT`, `TRACE`).
     #[error("method {0} is not allowed")]
     MethodNotAllowed(String),
@@ -64,6 +67,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -81,7 +85,9 @@ impl ProxyError {
     pub fn into_response_for(self, openai: bool) -> Response {
         let message = self.to_string();
         let kind = match self {
-            ProxyError::BadRequest(_) | ProxyError::MethodNotAllowed(_) => "invalid_request_error",
+            ProxyError::BadRequest(_)
+            | ProxyError::MethodNotAllowed(_)
+            | ProxyError::ClientTimeout(_) => "invalid_request_error",
             _ => "api_error",
         };
         let body = if openai {

@@ -11,13 +11,14 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::body::{Budget, OnEnd, ReadError, ReqBody};
+use crate::body::OnEnd;
 use crate::cache::{Cache, Entry, Key};
 use crate::config::Config;
 use crate::driver::{Cause, Driver};
 use crate::error::ProxyError;
 use crate::models;
 use crate::proxy::{self, Failure, Outgoing, Timeouts};
+use crate::request::{Budget, Intake, ReadError, ReqBody};
 use crate::routes::{self, Patience, Route};
 use crate::upstream::Client;
 
@@ -92,7 +93,13 @@ async fn prepare(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let (body, permit) = ReqBody::read(body, length, app.cfg.max_held_body, &app.budget, asleep)
+    let intake = Intake {
+        limit: app.cfg.max_held_body,
+        budget: &app.budget,
+        silence: app.cfg.client_header_timeout,
+        must_hold: asleep,
+    };
+    let (body, permit) = ReqBody::read(body, length, intake)
         .await
         .map_err(|e| match e {
             ReadError::OverBudget => {
@@ -102,6 +109,7 @@ async fn prepare(
                     retry: app.driver.retry_after(),
                 }
             }
+            ReadError::Stalled(after) => ProxyError::ClientTimeout(after),
             ReadError::Body(e) => ProxyError::BadRequest(format!("cannot read the request body: {e}")),
         })?;
     let cause = Cause {

@@ -20,6 +20,7 @@ mod listen;
 pub mod logging;
 pub(crate) mod models;
 pub(crate) mod proxy;
+pub(crate) mod request;
 pub(crate) mod routes;
 pub mod server;
 pub(crate) mod signals;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +24,8 @@ const WARN_EVERY: Duration = Duration::from_secs(5);
 /// First pause after an accept error that comes from a lack of resources; doubles up to the maximum.
 const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// While every connection slot is taken, idle connections are asked to close this often.
+const PRESSURE_EVERY: Duration = Duration::from_millis(100);
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.
 pub(crate) fn raise_nofile() -> u64 {
@@ -81,6 +83,24 @@ fn lacks_resources(e: &io::Error) -> bool {
     )
 }
 
+/// Waits for a free connection slot; meanwhile asks idle keep-alive connections to close, every
+/// [`PRESSURE_EVERY`], to make room (as nginx reuses idle connections when it runs out). `None`
+/// on shutdown.
+async fn wait_for_slot(
+    slots: &Arc<Semaphore>,
+    pressure: &Notify,
+    shutdown: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    let mut every = tokio::time::interval(PRESSURE_EVERY);
+    loop {
+        tokio::select! {
+            slot = Arc::clone(slots).acquire_owned() => return slot.ok(),
+            _ = every.tick() => pressure.notify_waiters(),
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 /// Accepts clients until `shutdown`; each connection runs in `tracker`.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -91,6 +111,7 @@ pub(crate) async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
+    let pressure = Arc::new(Notify::new());
     let (mut full_warn, mut error_warn) = (Throttled::new(), Throttled::new());
     let mut backoff = BACKOFF_START;
     loop {
@@ -100,12 +121,9 @@ pub(crate) async fn accept_loop(
                 if let Some(skipped) = full_warn.due() {
                     tracing::warn!(max_connections, skipped, "connection limit reached; new clients wait in the listen backlog (raise --max-connections / MAX_CONNECTIONS)");
                 }
-                tokio::select! {
-                    slot = Arc::clone(&slots).acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => return,
-                    },
-                    _ = shutdown.cancelled() => return,
+                match wait_for_slot(&slots, &pressure, &shutdown).await {
+                    Some(slot) => slot,
+                    None => return,
                 }
             }
         };
@@ -117,9 +135,14 @@ pub(crate) async fn accept_loop(
             Ok((stream, client)) => {
                 backoff = BACKOFF_START;
                 let _ = stream.set_nodelay(true);
-                let (router, shutdown) = (router.clone(), shutdown.clone());
+                let watch = conn::Watch {
+                    timeouts,
+                    pressure: Arc::clone(&pressure),
+                    shutdown: shutdown.clone(),
+                };
+                let router = router.clone();
                 tracker.spawn(async move {
-                    conn::serve(stream, client, router, timeouts, shutdown).await;
+                    conn::serve(stream, client, router, watch).await;
                     drop(slot);
                 });
             }

@@ -10,10 +10,11 @@ use hyper::body::Incoming;
 
 use tokio::sync::oneshot;
 
-use crate::body::{Announce, BudgetPermit, OnEnd, ReqBody, UpstreamBody};
+use crate::body::{OnEnd, UpstreamBody};
 use crate::driver::{Cause, Driver};
 use crate::error::ProxyError;
 use crate::headers;
+use crate::request::{Announce, BudgetPermit, ReqBody};
 use crate::routes::Patience;
 use crate::upstream::{Client, ConnectError, Lease, SendFailure};
 

@@ -10,7 +10,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::Budget;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::conn::ClientTimeouts;
@@ -18,6 +17,7 @@ use crate::driver::{Driver, DriverConfig};
 use crate::handler::{handle, App};
 use crate::listen::{accept_loop, default_max_connections, raise_nofile};
 use crate::proxy::Timeouts;
+use crate::request::Budget;
 use crate::upstream::Client;
 use crate::wake::Waker;
 
@@ -64,6 +64,7 @@ pub async fn run(
         idle: cfg.client_idle_timeout,
     };
     let cache = Arc::new(Cache::load(cfg.cache_file.clone()).context("cannot use the cache file")?);
+    tokio::spawn(Arc::clone(&client).reap_until(shutdown.clone()));
     let persist_stop = CancellationToken::new();
     let persist = tokio::spawn(Arc::clone(&cache).persist(persist_stop.clone()));
     tracing::info!(

@@ -109,6 +109,27 @@ impl Client {
         }
     }
 
+    /// Closes pooled connections that are too old to be used or already closed, so that idle
+    /// sockets do not hold file descriptors.
+    pub(crate) fn reap_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        idle.retain(|(sender, since)| {
+            now.saturating_duration_since(*since) < POOL_IDLE && !sender.is_closed()
+        });
+    }
+
+    /// Closes the pool's expired connections every [`POOL_IDLE`] until `stop`.
+    pub(crate) async fn reap_until(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval(POOL_IDLE);
+        loop {
+            tokio::select! {
+                _ = every.tick() => self.reap_idle(),
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
     /// Drops every pooled connection (after Ollama was found unreachable).
     pub fn clear_pool(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();

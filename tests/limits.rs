@@ -88,6 +88,24 @@ async fn silent_and_slowloris_clients_are_cut_off() {
     }
     assert!(cut, "a slowloris client kept its connection for 30 s");
     assert!(start.elapsed() >= Duration::from_millis(900));
+
+    // A body that stops arriving: 408 once the client has been silent that long.
+    let mut stalled = TcpStream::connect(proxy.addr).await.unwrap();
+    stalled
+        .write_all(b"POST /api/chat HTTP/1.1\r\nHost: p\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stalled.read_to_end(&mut answer))
+        .await
+        .expect("a stalled body was never cut off")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        fake.log().all().is_empty(),
+        "a stalled request reached Ollama"
+    );
 }
 
 #[tokio::test]
@@ -159,37 +177,77 @@ async fn a_held_request_outlives_the_client_timeouts() {
     assert!(start.elapsed() >= Duration::from_millis(2900));
 }
 
+/// `GET path` on `sender`; when its whole answer arrived.
+async fn answered_at(mut sender: SendRequest<Body>, path: &'static str) -> Instant {
+    let resp = sender.send_request(get(path)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap();
+    Instant::now()
+}
+
 #[tokio::test]
-async fn past_the_cap_clients_wait_in_the_backlog() {
+async fn past_the_cap_clients_wait_for_a_busy_connection_to_finish() {
+    let fake = Fake::bind().await;
+    fake.knobs().header_delay_ms.store(1000, Ordering::SeqCst);
+    let proxy = Child::start(
+        &["--ollama-url", &fake.url(), "--max-connections", "2"],
+        &[],
+    )
+    .await;
+    let (c1, _t1) = connection(proxy.addr).await;
+    let (c2, _t2) = connection(proxy.addr).await;
+    let slow = [
+        tokio::spawn(answered_at(c1, "/slow")),
+        tokio::spawn(answered_at(c2, "/slow")),
+    ];
+    let limit = Duration::from_secs(20);
+    fake.log()
+        .wait_for("both slow requests", limit, |l| l.count("/slow") == 2)
+        .await;
+    // Both slots are busy: the third client waits in the backlog until one of them is done.
+    let (c3, _t3) = connection(proxy.addr).await;
+    let third = tokio::time::timeout(limit, answered_at(c3, "/health"))
+        .await
+        .expect("the waiting client was never served");
+    let mut first_done = None;
+    for t in slow {
+        let done = t.await.unwrap();
+        first_done = Some(first_done.map_or(done, |f: Instant| f.min(done)));
+    }
+    assert!(
+        third >= first_done.unwrap(),
+        "served past --max-connections 2"
+    );
+    let log = proxy.stderr.lock().unwrap().clone();
+    assert!(log.contains("connection limit reached"), "{log}");
+}
+
+#[tokio::test]
+async fn at_the_cap_idle_connections_make_room() {
     let fake = Fake::bind().await;
     let proxy = Child::start(
         &["--ollama-url", &fake.url(), "--max-connections", "2"],
         &[],
     )
     .await;
-    let (mut c1, c1_task) = connection(proxy.addr).await;
-    let (mut c2, _c2_task) = connection(proxy.addr).await;
+    let (mut c1, t1) = connection(proxy.addr).await;
+    let (mut c2, t2) = connection(proxy.addr).await;
     for c in [&mut c1, &mut c2] {
         assert_eq!(c.send_request(get("/health")).await.unwrap().status(), 200);
     }
-    let (mut c3, _c3_task) = connection(proxy.addr).await;
-    let third = tokio::spawn(async move { c3.send_request(get("/health")).await });
-    // Not served while two connections are open (a short look: absence cannot be proven).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !third.is_finished(),
-        "a third connection was served past --max-connections 2"
-    );
-    drop(c1);
-    c1_task.abort();
-    let resp = tokio::time::timeout(Duration::from_secs(20), third)
+    // Both idle (default idle timeout: 75 s): a new client is served long before that, because
+    // the idle connections are closed to make room.
+    let (c3, _t3) = connection(proxy.addr).await;
+    tokio::time::timeout(Duration::from_secs(20), answered_at(c3, "/health"))
         .await
-        .expect("the waiting client was never served")
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let log = proxy.stderr.lock().unwrap().clone();
-    assert!(log.contains("connection limit reached"), "{log}");
+        .expect("the new client was not served while idle connections held every slot");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::select! { _ = t1 => {}, _ = t2 => {} }
+    })
+    .await
+    .expect("no idle connection was closed");
 }
 
 /// Connects, waits for every other client to be connected, then writes a whole `POST /api/chat`
