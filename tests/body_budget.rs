@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -55,29 +54,18 @@ async fn sixty_four_large_bodies_to_a_slow_ollama() {
 #[tokio::test]
 async fn a_hundred_large_bodies_while_asleep_with_a_short_queue() {
     const CLIENTS: usize = 100;
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let wol_port = udp.local_addr().unwrap().port().to_string();
-    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", down.local_addr().unwrap());
-    drop(down);
-    let mut proxy = Child::start(
-        &[
-            "--ollama-url",
-            &url,
-            "--max-queue",
-            "10",
-            "--mac",
-            "02:00:00:00:00:01",
-            "--broadcast",
-            "127.0.0.1",
-            "--wol-port",
-            &wol_port,
-            "--wake-timeout",
-            "3s",
-        ],
-        &[],
-    )
-    .await;
+    let (_packets, magic) = common::magic_catcher().await;
+    let url = common::closed_url();
+    let mut args = vec![
+        "--ollama-url",
+        &url,
+        "--max-queue",
+        "10",
+        "--wake-timeout",
+        "3s",
+    ];
+    args.extend(common::strs(&magic));
+    let mut proxy = Child::start(&args, &[]).await;
     let body = Bytes::from(vec![b' '; BODY]);
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(post_big(proxy.url("/api/chat"), body.clone())))

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,23 +142,10 @@ async fn idle_connections_close_but_waiting_and_streaming_ones_do_not() {
 
 #[tokio::test]
 async fn a_held_request_outlives_the_client_timeouts() {
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let wol_port = udp.local_addr().unwrap().port().to_string();
-    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", down.local_addr().unwrap());
-    drop(down);
-    let mut args = vec![
-        "--ollama-url",
-        &url,
-        "--mac",
-        "02:00:00:00:00:01",
-        "--broadcast",
-        "127.0.0.1",
-        "--wol-port",
-        &wol_port,
-        "--wake-timeout",
-        "3s",
-    ];
+    let (_packets, magic) = common::magic_catcher().await;
+    let url = common::closed_url();
+    let mut args = vec!["--ollama-url", &url, "--wake-timeout", "3s"];
+    args.extend(common::strs(&magic));
     args.extend(SHORT);
     let proxy = Child::start(&args, &[]).await;
     let (mut sender, _conn) = connection(proxy.addr).await;
@@ -277,25 +264,11 @@ async fn raw_chat(addr: SocketAddr, all_connected: Arc<Barrier>) -> String {
 async fn running_out_of_fds_is_not_a_sleeping_ollama() {
     const CLIENTS: usize = 100;
     let fake = Fake::bind().await;
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let wol_port = udp.local_addr().unwrap().port().to_string();
-    let proxy = Child::start_wrapped(
-        &["prlimit", "--nofile=64:64", "--"],
-        &[
-            "--ollama-url",
-            &fake.url(),
-            "--max-connections",
-            "1000",
-            "--mac",
-            "02:00:00:00:00:01",
-            "--broadcast",
-            "127.0.0.1",
-            "--wol-port",
-            &wol_port,
-        ],
-        &[],
-    )
-    .await;
+    let (_packets, magic) = common::magic_catcher().await;
+    let url = fake.url();
+    let mut args = vec!["--ollama-url", &url, "--max-connections", "1000"];
+    args.extend(common::strs(&magic));
+    let proxy = Child::start_wrapped(&["prlimit", "--nofile=64:64", "--"], &args, &[]).await;
     // Ollama is awake and known to be.
     let first = common::post_json(proxy.url("/api/chat"), &serde_json::json!({"model": "m"})).await;
     assert_eq!(first.status(), 200);

@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::net::{TcpListener, UdpSocket};
 
 use common::{client, Child, Fake};
 
@@ -53,25 +52,11 @@ async fn answers_after_the_log_reader_exits() {
 
 #[tokio::test]
 async fn wakes_after_the_log_reader_exits() {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let wol_port = sock.local_addr().unwrap().port().to_string();
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ollama = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let mut proxy = Child::start_then_close_stderr(
-        &[
-            "--ollama-url",
-            &ollama,
-            "--mac",
-            "02:00:00:00:00:01",
-            "--broadcast",
-            "127.0.0.1",
-            "--wol-port",
-            &wol_port,
-        ],
-        &[],
-    )
-    .await;
+    let (sock, magic) = common::magic_catcher().await;
+    let url = common::closed_url();
+    let mut args = vec!["--ollama-url", &url];
+    args.extend(common::strs(&magic));
+    let mut proxy = Child::start_then_close_stderr(&args, &[]).await;
     // Held while Ollama "boots"; answered 503 at shutdown.
     let chat = tokio::spawn(
         client()
@@ -86,7 +71,7 @@ async fn wakes_after_the_log_reader_exits() {
         .unwrap();
     assert_eq!(n, 102);
     assert_eq!(buf[..6], [0xff; 6]);
-    assert_eq!(buf[6..12], [2, 0, 0, 0, 0, 1]);
+    assert_eq!(buf[6..12], [2, 0, 0, 0, 0, 1]); // common::TEST_MAC
     terminates_cleanly(&mut proxy).await;
     let held = tokio::time::timeout(LIMIT, chat).await.unwrap().unwrap();
     assert_eq!(held.unwrap().status().as_u16(), 503);
@@ -95,26 +80,13 @@ async fn wakes_after_the_log_reader_exits() {
 #[tokio::test]
 async fn answers_while_nobody_reads_the_log() {
     let fake = Fake::bind().await;
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let wol_port = sock.local_addr().unwrap().port().to_string();
+    let (_packets, magic) = common::magic_catcher().await;
     // --wake-interval 0: each request logs a wake sent alongside it and its outcome, about 300
     // bytes; 1000 requests fill the 64 KiB pipe several times over.
-    let (mut proxy, _unread) = Child::start_unread(
-        &[
-            "--ollama-url",
-            &fake.url(),
-            "--wake-interval",
-            "0",
-            "--mac",
-            "02:00:00:00:00:01",
-            "--broadcast",
-            "127.0.0.1",
-            "--wol-port",
-            &wol_port,
-        ],
-        &[],
-    )
-    .await;
+    let url = fake.url();
+    let mut args = vec!["--ollama-url", &url, "--wake-interval", "0"];
+    args.extend(common::strs(&magic));
+    let (mut proxy, _unread) = Child::start_unread(&args, &[]).await;
     let body = json!({"model": "llama3.2", "messages": [], "stream": false});
     for _ in 0..1000 {
         let send = client().post(proxy.url("/api/chat")).json(&body).send();

@@ -309,3 +309,32 @@ impl Child {
             .unwrap()
     }
 }
+
+/// The MAC the magic-packet helpers wake.
+pub const TEST_MAC: &str = "02:00:00:00:00:01";
+
+/// Catches the proxy's magic packets: the socket, and the flags that send them to it.
+pub async fn magic_catcher() -> (tokio::net::UdpSocket, Vec<String>) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port().to_string();
+    let args = [
+        "--mac",
+        TEST_MAC,
+        "--broadcast",
+        "127.0.0.1",
+        "--wol-port",
+        &port,
+    ];
+    (sock, args.map(String::from).to_vec())
+}
+
+/// The URL of a port nothing listens on: an Ollama that is asleep (connections refused).
+pub fn closed_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// Borrowed views of owned arguments, for `Child::start` and `Proxy::start`.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
