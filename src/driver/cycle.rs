@@ -6,8 +6,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
 
+use super::probe::Probes;
 use super::{Driver, Held, Release, PROBE_INTERVAL, RESEND_INTERVAL};
 use crate::backend::{Event, State};
 use crate::upstream::Client;
@@ -35,7 +37,9 @@ impl Driver {
         );
         let mut probe = tokio::time::interval(PROBE_INTERVAL);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (found_tx, mut found_rx) = mpsc::channel::<()>(1);
+        // Dropped when the cycle ends: probes still in flight are abandoned.
+        let mut in_flight = JoinSet::new();
+        let mut probes = Probes::default();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {
@@ -44,10 +48,13 @@ impl Driver {
                     return;
                 }
                 _ = self.shutdown.cancelled() => return,
-                Some(()) = found_rx.recv() => {
-                    tracing::info!(cycle, took_ms = started.elapsed().as_millis() as u64, "wake cycle done");
-                    self.answered();
-                    return;
+                Some(done) = in_flight.join_next() => {
+                    if done.unwrap_or(false) {
+                        tracing::info!(cycle, took_ms = started.elapsed().as_millis() as u64, "wake cycle done");
+                        self.answered();
+                        return;
+                    }
+                    probes.finished();
                 }
                 _ = resend.tick(), if waker.has_magic() => {
                     let w = Arc::clone(&waker);
@@ -59,14 +66,13 @@ impl Driver {
                     if self.state() != State::Waking {
                         return; // something else heard Ollama; the release already happened
                     }
-                    let found = found_tx.clone();
-                    let client = Arc::clone(&self.client);
-                    let limit = self.cfg.probe_timeout;
-                    tokio::spawn(async move {
-                        if tokio::time::timeout(limit, probe_once(&client)).await == Ok(true) {
-                            let _ = found.try_send(());
-                        }
-                    });
+                    if probes.try_start(Instant::now()) {
+                        let client = Arc::clone(&self.client);
+                        let limit = self.cfg.probe_timeout;
+                        in_flight.spawn(async move {
+                            tokio::time::timeout(limit, probe_once(&client)).await == Ok(true)
+                        });
+                    }
                 }
             }
         }

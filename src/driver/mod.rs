@@ -2,6 +2,7 @@
 //! "Holding and replay" in docs/behaviour.md); the wake cycle itself is in [`cycle`].
 
 mod cycle;
+mod probe;
 
 use cycle::{log_outcome, release};
 

@@ -176,6 +176,40 @@ impl Net {
     }
 }
 
+impl Net {
+    /// An address on the subnet that no host owns, whose frames still reach the namespace's link
+    /// (a static neighbour entry with the peer's MAC): a host that never answers, whose SYNs can be
+    /// counted inside the namespace.
+    pub fn phantom(&self) -> Ipv4Addr {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns, "-o", "link", "show", "dev", &self.peer_if])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mac = text
+            .split("link/ether ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        let o = self.host_ip.octets();
+        let phantom = Ipv4Addr::new(o[0], o[1], o[2], 3);
+        ip(&[
+            "neigh",
+            "replace",
+            &phantom.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            &self.host_if,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+        phantom
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.ns]);
