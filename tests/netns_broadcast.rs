@@ -34,7 +34,14 @@ fn wake_as(wrapper: &[&str], args: &[&str]) -> String {
         .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = dir.path().join("ollama-proxy");
-    std::fs::copy(common::bin(), &exe).unwrap();
+    // Copied by a child process: a file this (multi-threaded) process had open for writing could be
+    // inherited by a sibling test's fork and make the exec below fail with ETXTBSY.
+    let copied = std::process::Command::new("cp")
+        .arg(common::bin())
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     let mut cmd = match wrapper.split_first() {
         Some((first, rest)) => {
             let mut c = std::process::Command::new(first);
