@@ -143,9 +143,15 @@ pub async fn forward(
                 .into());
             }
             holds += 1;
-            let ticket = driver.hold(&out.cause)?;
-            tracing::debug!(path = %out.path_and_query, "held until Ollama wakes");
-            ack = Some(ticket.wait().await?);
+            match driver.hold(&out.cause)? {
+                Some(ticket) => {
+                    tracing::debug!(path = %out.path_and_query, "held until Ollama wakes");
+                    ack = Some(ticket.wait().await?);
+                }
+                None => {
+                    tracing::debug!(path = %out.path_and_query, "Ollama woke meanwhile: not held")
+                }
+            }
         }
         let conn = if out.body.replayable() {
             client.checkout().await

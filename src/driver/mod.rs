@@ -270,8 +270,9 @@ impl Driver {
         ProxyError::QueueFull(self.cfg.max_queue, self.retry_after())
     }
 
-    /// Holds a request and starts (or joins) a wake cycle (see "Holding and replay").
-    pub fn hold(self: &Arc<Self>, cause: &Cause) -> Result<Ticket, ProxyError> {
+    /// Holds a request and starts (or joins) a wake cycle (see "Holding and replay"); `None` when
+    /// Ollama is awake by now, so the request goes at once.
+    pub fn hold(self: &Arc<Self>, cause: &Cause) -> Result<Option<Ticket>, ProxyError> {
         if self.waker.is_none() {
             return Err(ProxyError::Unreachable("not answering".into()));
         }
@@ -280,6 +281,11 @@ impl Driver {
             let mut inner = self.lock();
             if inner.stopping {
                 return Err(ProxyError::ShuttingDown);
+            }
+            // Checked under the same lock as the release: a request that saw "asleep" a moment
+            // ago, before a release finished, goes now instead of starting a second cycle.
+            if inner.machine.state() == State::Awake {
+                return Ok(None);
             }
             if inner.queue.len() >= self.cfg.max_queue {
                 drop(inner);
@@ -291,11 +297,11 @@ impl Driver {
             (id, self.wake_needed(&mut inner, cause))
         };
         self.perform(action);
-        Ok(Ticket {
+        Ok(Some(Ticket {
             id,
             rx: Some(rx),
             driver: Arc::clone(self),
-        })
+        }))
     }
 
     /// Answers every held request with 503 and refuses new ones (see "Signals and shutdown").
@@ -350,3 +356,6 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
