@@ -128,6 +128,8 @@ pub async fn forward(
     let may_wake = may_wake && driver.can_wake();
     let mut holds = 0;
     let mut stale_retries = 0;
+    // After a reused connection broke without an answer, the one retry goes on a new connection.
+    let mut fresh_only = false;
     let mut must_hold = may_wake && driver.state().holds();
     if may_wake && !must_hold {
         driver.early_wake(&out.cause);
@@ -153,7 +155,7 @@ pub async fn forward(
                 }
             }
         }
-        let conn = if out.body.replayable() {
+        let conn = if out.body.replayable() && !fresh_only {
             client.checkout().await
         } else {
             // A body that can be sent only once never goes on a connection that may be stale.
@@ -204,6 +206,10 @@ pub async fn forward(
                 tracing::debug!(error = %why, "pooled connection was closed; retrying on a new one");
                 stale_retries += 1;
             }
+            Ok(Err(SendFailure::ClosedWhileIdle(why))) if !fresh_only => {
+                tracing::debug!(path = %out.path_and_query, error = %why, "Ollama closed a reused connection without answering; sending once more on a new one");
+                fresh_only = true;
+            }
             Ok(Err(SendFailure::Unacked(why))) => {
                 tracing::info!(path = %out.path_and_query, error = %why, "Ollama stopped acknowledging (asleep?)");
                 driver.unreachable();
@@ -222,7 +228,11 @@ pub async fn forward(
                 }
                 must_hold = true;
             }
-            Ok(Err(SendFailure::Stale(why) | SendFailure::Failed(why))) => {
+            Ok(Err(
+                SendFailure::Stale(why)
+                | SendFailure::ClosedWhileIdle(why)
+                | SendFailure::Failed(why),
+            )) => {
                 return Err(ProxyError::Upstream(why).into());
             }
         }

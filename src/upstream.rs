@@ -49,6 +49,10 @@ pub enum SendFailure {
     /// Sent data stayed unacknowledged until TCP_USER_TIMEOUT: the host is gone (asleep) and Ollama
     /// never got the whole request, so it is safe to replay after a wake.
     Unacked(String),
+    /// A reused connection broke before any byte of the answer, and the request is idempotent
+    /// (GET, HEAD, OPTIONS): Ollama most likely closed it while idle; sending it once more on a new
+    /// connection is safe.
+    ClosedWhileIdle(String),
     /// Anything else: Ollama may have received the request, so it is never replayed.
     Failed(String),
 }
@@ -218,6 +222,10 @@ impl Client {
         req: hyper::Request<Body>,
     ) -> Result<(hyper::Response<Incoming>, Lease), SendFailure> {
         let Conn { mut sender, reused } = conn;
+        let idempotent = matches!(
+            *req.method(),
+            hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+        );
         match sender.send_request(req).await {
             Ok(resp) => Ok((
                 resp,
@@ -226,7 +234,7 @@ impl Client {
                     pool: Arc::clone(&self.idle),
                 },
             )),
-            Err(e) => Err(classify(&e, reused)),
+            Err(e) => Err(classify(&e, reused, idempotent)),
         }
     }
 }
@@ -259,7 +267,7 @@ pub fn local_shortage(e: &io::Error) -> Option<&'static str> {
 }
 
 /// Decides whether a failed request can be sent again.
-fn classify(err: &hyper::Error, reused: bool) -> SendFailure {
+fn classify(err: &hyper::Error, reused: bool, idempotent: bool) -> SendFailure {
     let text = crate::error::chain(err);
     // TCP_USER_TIMEOUT fires only while sent data is unacknowledged (keep-alive probes are off); the
     // connection then fails with ETIMEDOUT, or with the soft error seen meanwhile (no ARP answer from
@@ -279,6 +287,13 @@ fn classify(err: &hyper::Error, reused: bool) -> SendFailure {
     // The connection was found closed before the request was written.
     if reused && err.is_canceled() {
         return SendFailure::Stale(text);
+    }
+    // Closed (or reset) by the server with no answer at all: the keep-alive race.
+    let reset = io_source(err)
+        .and_then(|e| e.raw_os_error())
+        .is_some_and(|code| matches!(code, libc::ECONNRESET | libc::EPIPE));
+    if reused && idempotent && (err.is_incomplete_message() || reset) {
+        return SendFailure::ClosedWhileIdle(text);
     }
     SendFailure::Failed(text)
 }
