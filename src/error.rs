@@ -35,7 +35,7 @@ pub enum ProxyError {
         retry: u64,
     },
     /// The client stopped sending its request body.
-    #[error("the request body stopped arriving: nothing for {} (CLIENT_HEADER_TIMEOUT)", humantime::format_duration(*.0))]
+    #[error("the request body stopped arriving: nothing for {} (CLIENT_HEADER_TIMEOUT), or it came too slowly", humantime::format_duration(*.0))]
     ClientTimeout(Duration),
     /// A method the proxy never forwards (`CONNECT`, `TRACE`).
     #[error("method {0} is not allowed")]

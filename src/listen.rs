@@ -9,18 +9,16 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::{self, ClientTimeouts};
+use crate::throttle::Throttled;
 
 /// File descriptors kept for everything but client connections (listener, cache file, logs, probes).
 const RESERVED_FDS: u64 = 64;
 /// Fewest client connections a derived default allows.
 const MIN_CONNECTIONS: usize = 16;
-/// At most one warning per this interval for each kind of trouble.
-const WARN_EVERY: Duration = Duration::from_secs(5);
 /// First pause after an accept error that comes from a lack of resources; doubles up to the maximum.
 const BACKOFF_START: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -47,32 +45,6 @@ pub(crate) fn default_max_connections(nofile: u64) -> usize {
     usize::try_from(derived)
         .unwrap_or(usize::MAX)
         .clamp(MIN_CONNECTIONS, Semaphore::MAX_PERMITS)
-}
-
-/// A warning that is written at most once per [`WARN_EVERY`], counting what it skipped.
-struct Throttled {
-    last: Option<Instant>,
-    skipped: u64,
-}
-
-impl Throttled {
-    fn new() -> Self {
-        Throttled {
-            last: None,
-            skipped: 0,
-        }
-    }
-
-    /// `Some(skipped)` when a warning may be written now.
-    fn due(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now < t + WARN_EVERY) {
-            self.skipped += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.skipped))
-    }
 }
 
 /// Errors that say the proxy itself is short of something; the listener is fine.
@@ -172,15 +144,5 @@ mod tests {
         assert_eq!(default_max_connections(65536), 32736);
         assert_eq!(default_max_connections(10), MIN_CONNECTIONS);
         assert_eq!(default_max_connections(u64::MAX), Semaphore::MAX_PERMITS);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn warnings_are_throttled() {
-        let mut t = Throttled::new();
-        assert_eq!(t.due(), Some(0));
-        assert_eq!(t.due(), None);
-        assert_eq!(t.due(), None);
-        tokio::time::advance(WARN_EVERY).await;
-        assert_eq!(t.due(), Some(2));
     }
 }

@@ -8,19 +8,21 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Response};
 use hyper::body::Incoming;
 
-use tokio::sync::oneshot;
-
 use crate::body::{OnEnd, UpstreamBody};
 use crate::driver::{Cause, Driver};
 use crate::error::ProxyError;
 use crate::headers;
-use crate::request::{Announce, BudgetPermit, ReqBody};
+use crate::outbound::{exchange, Announce, Late, Progress};
+use crate::request::{BudgetPermit, ReqBody};
 use crate::routes::Patience;
+use crate::throttle::SharedThrottle;
 use crate::upstream::{Client, ConnectError, Lease, SendFailure};
 
 /// How many times one request may be held (a released request whose connect fails again is held
 /// once more; after that it gets 503).
 const MAX_HOLDS: u32 = 2;
+/// One warning per interval when the proxy lacks descriptors, memory or ports to reach Ollama.
+static OUT_OF_RESOURCES: SharedThrottle = SharedThrottle::new();
 /// Immediate retries on a pooled connection that the server had closed.
 const MAX_STALE_RETRIES: u32 = 3;
 
@@ -96,16 +98,13 @@ impl Outgoing {
         }
     }
 
-    /// The request for one attempt; `sent` fires once hyper has taken the whole body.
+    /// The request for one attempt; `progress` follows its body going out.
     fn request(
         &mut self,
         client: &Client,
-        sent: Option<oneshot::Sender<()>>,
+        progress: Arc<Progress>,
     ) -> Result<hyper::Request<Body>, ProxyError> {
-        let body = match sent {
-            Some(tx) => Body::new(Announce::new(self.body.take(), tx)),
-            None => self.body.take(),
-        };
+        let body = Body::new(Announce::new(self.body.take(), progress));
         let mut req = hyper::Request::builder()
             .method(self.method.clone())
             .uri(client.upstream().url_path(&self.path_and_query))
@@ -175,7 +174,9 @@ pub async fn forward(
             Ok(c) => c,
             Err(ConnectError::Local(resource)) => {
                 // Our own shortage says nothing about Ollama: no state change, no wake.
-                tracing::warn!(resource, path = %out.path_and_query, "cannot connect to Ollama: the proxy is out of {resource}");
+                if let Some(skipped) = OUT_OF_RESOURCES.due() {
+                    tracing::warn!(resource, skipped, path = %out.path_and_query, "cannot connect to Ollama: the proxy is out of {resource}");
+                }
                 return Err(ProxyError::OutOfResource(resource).into());
             }
             Err(e) => {
@@ -188,15 +189,21 @@ pub async fn forward(
                 return Err(Failure::Unreachable(e.to_string()));
             }
         };
-        let req = out.request(client, ack)?;
+        let progress = Progress::new();
+        let req = out.request(client, Arc::clone(&progress))?;
         let (limit, option) = timeouts.headers(out.patience);
-        match tokio::time::timeout(limit, client.send(conn, req)).await {
-            Err(_) => {
-                return Err(ProxyError::Timeout {
-                    option,
-                    after: limit,
-                }
-                .into())
+        let sent = exchange(
+            client.send(conn, req),
+            &progress,
+            ack,
+            limit,
+            timeouts.model,
+        );
+        match sent.await {
+            Err(Late::Answer(after)) => return Err(ProxyError::Timeout { option, after }.into()),
+            Err(Late::Upload(after)) => {
+                let option = "--model-timeout (MODEL_TIMEOUT_SECONDS)";
+                return Err(ProxyError::Timeout { option, after }.into());
             }
             Ok(Ok(answer)) => {
                 driver.answered();

@@ -168,7 +168,11 @@ impl Client {
         let target = format!("{}:{}", self.upstream.host, self.upstream.port);
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
             .await
-            .map_err(|e| ConnectError::Resolve(target.clone(), e.to_string()))?
+            .map_err(|e| match local_shortage(&e) {
+                // Looking the name up needs descriptors too (/etc/hosts, a DNS socket).
+                Some(resource) => ConnectError::Local(resource),
+                None => ConnectError::Resolve(target.clone(), e.to_string()),
+            })?
             .collect();
         let mut last = ConnectError::Resolve(target, "no addresses".into());
         for addr in addrs {

@@ -326,3 +326,24 @@ async fn http_hygiene() {
     assert!(!seen.headers.contains_key("expect"), "{:?}", seen.headers);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_upload_is_not_cut_by_the_answer_timeout() {
+    // The body takes about 3 s to go out; the answer limit (2 s) counts from its last byte.
+    let (fake, proxy) = setup(&["--model-timeout", "2", "--max-held-body", "1KiB"]).await;
+    use futures_util::StreamExt;
+    let chunks = futures_util::stream::iter(0..15).then(|_| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 4096]))
+    });
+    let resp = client()
+        .post(proxy.url("/api/blobs/sha256:00"))
+        .header("content-length", (15 * 4096).to_string())
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(fake.log().all().last().unwrap().body_len, 15 * 4096);
+    proxy.stop().await;
+}

@@ -1,0 +1,229 @@
+//! One request on its way to Ollama: its body's progress, and the wait for the answer (see
+//! "Timeouts" in docs/behaviour.md). While the body is still going out (a blob upload can take
+//! minutes) only its silence is limited; the time to the answer counts from its last byte.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::Body as _;
+use http_body::{Frame, SizeHint};
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+
+/// How far a request body has gone out.
+pub(crate) struct Progress {
+    start: Instant,
+    /// When hyper last took a frame, in ms since `start`.
+    last_ms: AtomicU64,
+    finished: AtomicBool,
+    done: Notify,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Progress {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+            done: Notify::new(),
+        })
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Release);
+    }
+
+    fn finish(&self) {
+        if !self.finished.swap(true, Ordering::AcqRel) {
+            self.done.notify_waiters();
+        }
+    }
+
+    /// Time since hyper last took part of the body.
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    /// Resolves once the whole body was taken.
+    async fn finished(&self) {
+        let notified = self.done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.finished.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// A request body that reports its progress to a [`Progress`].
+pub(crate) struct Announce {
+    inner: Body,
+    progress: Arc<Progress>,
+}
+
+impl Announce {
+    pub(crate) fn new(inner: Body, progress: Arc<Progress>) -> Self {
+        if inner.is_end_stream() {
+            progress.finish();
+        }
+        Announce { inner, progress }
+    }
+}
+
+impl http_body::Body for Announce {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None | Some(Err(_))) => self.progress.finish(),
+            Poll::Ready(Some(Ok(_))) => {
+                self.progress.touch();
+                if self.inner.is_end_stream() {
+                    self.progress.finish();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.progress.finish();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Which limit ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Late {
+    /// The body stopped going out for `silence`.
+    Upload(Duration),
+    /// No answer within `limit` after the body was out.
+    Answer(Duration),
+}
+
+/// Waits for `send` (the exchange with Ollama): while the body is going out, at most `silence`
+/// without progress; once it is out, at most `limit` for the answer. `ack` fires when the body
+/// is out or the answer came first (the next held request may then go).
+pub(crate) async fn exchange<T>(
+    send: impl Future<Output = T>,
+    progress: &Progress,
+    mut ack: Option<oneshot::Sender<()>>,
+    limit: Duration,
+    silence: Duration,
+) -> Result<T, Late> {
+    tokio::pin!(send);
+    let fire = |ack: &mut Option<oneshot::Sender<()>>| {
+        if let Some(a) = ack.take() {
+            let _ = a.send(());
+        }
+    };
+    loop {
+        let quiet_until = Instant::now() + silence.saturating_sub(progress.idle());
+        tokio::select! {
+            answer = &mut send => {
+                fire(&mut ack);
+                return Ok(answer);
+            }
+            _ = progress.finished() => break,
+            _ = tokio::time::sleep_until(quiet_until) => {
+                if progress.idle() >= silence {
+                    fire(&mut ack);
+                    return Err(Late::Upload(silence));
+                }
+            }
+        }
+    }
+    fire(&mut ack);
+    tokio::time::timeout(limit, send)
+        .await
+        .map_err(|_| Late::Answer(limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_answer_limit_counts_from_the_last_byte() {
+        // A body that takes 10 s to go out, one frame a second; the answer 1 s after it.
+        let progress = Progress::new();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let mut body = Announce::new(body, Arc::clone(&progress));
+        let upload = async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                tx.send(Ok(Bytes::from_static(b"x"))).await.unwrap();
+            }
+        };
+        let drain = async move {
+            use http_body_util::BodyExt;
+            while let Some(Ok(_)) = body.frame().await {}
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            "answer"
+        };
+        let send = async { tokio::join!(upload, drain).1 };
+        let got = exchange(
+            send,
+            &progress,
+            None,
+            Duration::from_secs(3),
+            Duration::from_secs(2),
+        );
+        assert_eq!(got.await, Ok("answer"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_going_out_is_late() {
+        let progress = Progress::new();
+        let (_tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let _body = Announce::new(body, Arc::clone(&progress));
+        let never = std::future::pending::<()>();
+        let got = exchange(
+            never,
+            &progress,
+            None,
+            Duration::from_secs(3),
+            Duration::from_secs(2),
+        );
+        assert_eq!(got.await, Err(Late::Upload(Duration::from_secs(2))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_body_is_out_at_once() {
+        let progress = Progress::new();
+        let _body = Announce::new(Body::empty(), Arc::clone(&progress));
+        let never = std::future::pending::<()>();
+        let got = exchange(
+            never,
+            &progress,
+            None,
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+        );
+        assert_eq!(got.await, Err(Late::Answer(Duration::from_secs(3))));
+    }
+}
