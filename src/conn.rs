@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -203,6 +204,22 @@ pub(crate) struct Watch {
     pub shutdown: CancellationToken,
 }
 
+/// Bytes wait in the socket's receive buffer that hyper has not read yet.
+fn has_unread(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is the client socket, owned by the connection that is alive in the caller; the
+    // buffer is one valid byte; MSG_PEEK leaves the data where it is, MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
+}
+
 /// Serves one client connection until it ends, a timeout or the connection limit closes it, or
 /// shutdown has let its last response finish.
 pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, router: Router, watch: Watch) {
@@ -212,6 +229,7 @@ pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, router: Router,
         shutdown,
     } = watch;
     let activity = Arc::new(Activity::new());
+    let fd = stream.as_raw_fd();
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: Arc::clone(&activity),
@@ -253,7 +271,8 @@ pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, router: Router,
                 conn.as_mut().graceful_shutdown();
             }
             _ = pressure.notified() => {
-                if activity.phase.load(Ordering::Acquire) == IDLE {
+                // Not if the next request is already waiting in the socket: it would be lost.
+                if activity.phase.load(Ordering::Acquire) == IDLE && !has_unread(fd) {
                     tracing::debug!(%client, "closing an idle client connection: all connection slots are taken");
                     return;
                 }

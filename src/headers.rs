@@ -38,17 +38,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `100-continue` itself) removed, `X-Forwarded-Host`/`-Proto` set by the proxy (a client's own
 /// values are replaced), the client appended to `X-Forwarded-For`, `Host` set to Ollama's.
 pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, authority: &str) {
+    // Taken before the hop-by-hop fields go: a client may name `Host` in `Connection`.
+    let host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(headers);
     headers.remove(header::EXPECT);
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    // Every earlier hop, from all the client's X-Forwarded-For fields, bytes as they were.
+    let mut chain = Vec::new();
+    for prev in headers.get_all("x-forwarded-for") {
+        let prev = prev.as_bytes().trim_ascii();
+        if !prev.is_empty() {
+            chain.extend_from_slice(prev);
+            chain.extend_from_slice(b", ");
+        }
+    }
+    chain.extend_from_slice(client.to_string().as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&chain) {
         headers.insert("x-forwarded-for", v);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    match headers.get(header::HOST).cloned() {
+    match host {
         Some(host) => {
             headers.insert("x-forwarded-host", host);
         }
@@ -64,6 +72,24 @@ pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, authority: &str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_named_in_connection_still_becomes_x_forwarded_host() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("proxy.lan"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Host"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"10.0.0.9\xff").unwrap(),
+        );
+        upstream_request(&mut h, "192.168.1.20".parse().unwrap(), "desk.lan:11434");
+        assert_eq!(h["x-forwarded-host"], "proxy.lan");
+        assert_eq!(h[header::HOST], "desk.lan:11434");
+        assert_eq!(
+            h["x-forwarded-for"].as_bytes(),
+            b"10.0.0.9\xff, 192.168.1.20"
+        );
+    }
 
     #[test]
     fn rewrites_request_headers() {
@@ -86,9 +112,10 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
         h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.10"));
         upstream_request(&mut h, "192.168.1.20".parse().unwrap(), "desk.lan:11434");
         assert_eq!(h[header::HOST], "desk.lan:11434");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.9, 192.168.1.20");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9, 10.0.0.10, 192.168.1.20");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "proxy.lan:11434");
         assert_eq!(h[header::AUTHORIZATION], "Bearer x");

@@ -47,7 +47,12 @@ pub fn find(tags: &str, id: &str) -> Option<Value> {
         .as_array()?
         .iter()
         .find(|m| {
-            let n = m.get("name").and_then(Value::as_str).unwrap_or_default();
+            // The same name the list shows: `name`, or `model` when there is no name.
+            let n = m
+                .get("name")
+                .or_else(|| m.get("model"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             n == id || n == with_tag
         })
         .and_then(model_object)
@@ -202,5 +207,11 @@ mod tests {
         assert_eq!(find(TAGS, "llama3.2").unwrap()["id"], "llama3.2:latest");
         assert_eq!(find(TAGS, "jmorgan/coder:7b").unwrap()["created"], 10);
         assert!(find(TAGS, "nope").is_none());
+        let only_model = r#"{"models":[{"model":"onlymodel:7b"}]}"#;
+        assert_eq!(list(only_model).unwrap()["data"][0]["id"], "onlymodel:7b");
+        assert_eq!(
+            find(only_model, "onlymodel:7b").unwrap()["id"],
+            "onlymodel:7b"
+        );
     }
 }
