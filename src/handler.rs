@@ -1,29 +1,26 @@
-//! The request handler: `/health`, cached metadata (see "Cache" in docs/behaviour.md) and
-//! forwarding of everything else.
+//! The request handler: `/health`, metadata (in [`crate::meta`]) and forwarding of everything
+//! else; the steps every forwarded request shares.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, Method, Response, StatusCode};
+use axum::http::{header, Response};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 
 use crate::body::OnEnd;
-use crate::cache::{Cache, Entry, Key};
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::driver::{Cause, Driver};
 use crate::error::ProxyError;
-use crate::models;
+use crate::meta;
 use crate::proxy::{self, Failure, Outgoing, Timeouts};
 use crate::request::{Budget, Intake, ReadError, ReqBody};
-use crate::routes::{self, Patience, Route};
+use crate::routes::{self, Route};
 use crate::upstream::Client;
-
-/// Largest answer kept in the cache.
-const CAPTURE_LIMIT: usize = 8 << 20;
 
 /// Everything a request needs.
 pub struct App {
@@ -51,9 +48,9 @@ pub async fn handle(
     let result = match route {
         Route::NotAllowed => Err(ProxyError::MethodNotAllowed(req.method().to_string())),
         Route::Health => Ok(health(&app)),
-        Route::Root | Route::Ps => Ok(always(&app, req, client, route).await),
+        Route::Root | Route::Ps => Ok(meta::always(&app, req, client, route).await),
         Route::Work => work(&app, req, client).await,
-        _ => meta(&app, req, client, route).await,
+        _ => meta::meta(&app, req, client, route).await,
     };
     result.unwrap_or_else(|e| e.into_response_for(openai))
 }
@@ -77,7 +74,7 @@ fn health(app: &App) -> Resp {
 
 /// Reads what forwarding needs from the client's request. `may_hold`: the request may be held
 /// while Ollama sleeps, so a full queue or a used-up body budget refuses it before its body is read.
-async fn prepare(
+pub(crate) async fn prepare(
     app: &App,
     req: Request,
     client: SocketAddr,
@@ -129,11 +126,20 @@ async fn prepare(
     Ok(out)
 }
 
-async fn send(app: &App, out: &mut Outgoing, may_wake: bool) -> Result<proxy::Answer, Failure> {
+pub(crate) async fn send(
+    app: &App,
+    out: &mut Outgoing,
+    may_wake: bool,
+) -> Result<proxy::Answer, Failure> {
     proxy::forward(&app.driver, &app.client, app.timeouts, out, may_wake).await
 }
 
-fn respond(app: &App, answer: proxy::Answer, capture: usize, on_end: Option<OnEnd>) -> Resp {
+pub(crate) fn respond(
+    app: &App,
+    answer: proxy::Answer,
+    capture: usize,
+    on_end: Option<OnEnd>,
+) -> Resp {
     proxy::respond(answer, app.timeouts.model, capture, on_end)
 }
 
@@ -151,213 +157,9 @@ async fn work(app: &App, req: Request, client: SocketAddr) -> Result<Resp, Proxy
     Ok(respond(app, resp, 0, on_end))
 }
 
-fn unreachable_is_502(f: Failure) -> ProxyError {
+pub(crate) fn unreachable_is_502(f: Failure) -> ProxyError {
     match f {
         Failure::Unreachable(why) => ProxyError::Unreachable(why),
         Failure::Error(e) => e,
     }
-}
-
-/// `/` and `/api/ps`: Ollama's answer when it is awake, a synthesized one otherwise (see "What is
-/// cached" in docs/behaviour.md).
-async fn always(app: &App, req: Request, client: SocketAddr, route: Route) -> Resp {
-    let synthesized = || match route {
-        Route::Ps => axum::Json(json!({"models": []})).into_response(),
-        _ => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "Ollama is running",
-        )
-            .into_response(),
-    };
-    if app.driver.state().holds() {
-        return synthesized();
-    }
-    let forwarded = async {
-        let mut out = prepare(app, req, client, false).await?;
-        send(app, &mut out, false).await.map_err(unreachable_is_502)
-    };
-    match forwarded.await {
-        Ok(resp) => respond(app, resp, 0, None),
-        Err(e @ ProxyError::OutOfResource(_)) => e.into_response_for(false),
-        Err(e) => {
-            tracing::debug!(error = %e, "answering for a sleeping Ollama");
-            synthesized()
-        }
-    }
-}
-
-/// Cacheable metadata: the cached answer while Ollama sleeps or when it is a fresh model list, else
-/// forwarded (the cached answer if Ollama does not answer); wakes only when nothing is cached (see
-/// "Freshness" and "Empty cache" in docs/behaviour.md).
-async fn meta(
-    app: &App,
-    req: Request,
-    client: SocketAddr,
-    route: Route,
-) -> Result<Resp, ProxyError> {
-    let mut out = prepare(app, req, client, false).await?;
-    let key = match &route {
-        Route::Version => Key::Version,
-        Route::Show => match show_key(&out.body) {
-            Some(k) => k,
-            None => return forward_and_keep(app, &mut out, None, true).await,
-        },
-        _ => Key::Tags,
-    };
-    let derived = matches!(route, Route::V1Models | Route::V1Model(_));
-    let Some(entry) = app.cache.get(&key) else {
-        // Nothing cached: this may wake Ollama (see "Empty cache").
-        if derived {
-            let tags = fetch_tags(app, out.cause.clone(), true)
-                .await
-                .map_err(unreachable_is_502)?;
-            return Ok(openai_models(app, &route, &tags));
-        }
-        return forward_and_keep(app, &mut out, Some(key), true).await;
-    };
-    let fresh_list = key == Key::Tags && entry.is_fresh(app.cfg.cache_duration);
-    if fresh_list || app.driver.state().holds() {
-        return Ok(from_cache(app, &route, &entry));
-    }
-    if derived {
-        return match fetch_tags(app, out.cause.clone(), false).await {
-            Ok(tags) => Ok(openai_models(app, &route, &tags)),
-            // Ollama did answer: the older list is not its answer.
-            Err(Failure::Error(e)) if is_tags_not_text(&e) => Err(e),
-            Err(_) => Ok(from_cache(app, &route, &entry)),
-        };
-    }
-    match forward_and_keep(app, &mut out, Some(key), false).await {
-        Ok(resp) => Ok(resp),
-        Err(e) => {
-            tracing::debug!(error = %e, "Ollama did not answer; serving the cached copy");
-            Ok(from_cache(app, &route, &entry))
-        }
-    }
-}
-
-/// Forwards and keeps a successful answer in the cache under `key`.
-async fn forward_and_keep(
-    app: &App,
-    out: &mut Outgoing,
-    key: Option<Key>,
-    may_wake: bool,
-) -> Result<Resp, ProxyError> {
-    let is_head = out.method == Method::HEAD;
-    let resp = send(app, out, may_wake).await.map_err(unreachable_is_502)?;
-    let keep = key.filter(|_| resp.0.status() == StatusCode::OK && !is_head);
-    let Some(key) = keep else {
-        return Ok(respond(app, resp, 0, None));
-    };
-    let content_type = content_type(resp.0.headers());
-    let cache = Arc::clone(&app.cache);
-    let on_end: OnEnd = Box::new(move |body| {
-        if let Some(body) = body {
-            // A body that is not text is not kept; `store` says so.
-            let _ = cache.store(key, body, &content_type);
-        }
-    });
-    Ok(respond(app, resp, CAPTURE_LIMIT, Some(on_end)))
-}
-
-fn content_type(h: &axum::http::HeaderMap) -> String {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json; charset=utf-8")
-        .to_string()
-}
-
-/// `GET /api/tags` on behalf of `/v1/models`: stored, and returned as stored.
-async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Failure> {
-    let mut headers = axum::http::HeaderMap::new();
-    crate::headers::upstream_request(
-        &mut headers,
-        cause.client.ip(),
-        &app.client.upstream().authority,
-    );
-    let mut out = Outgoing {
-        method: Method::GET,
-        path_and_query: "/api/tags".into(),
-        headers,
-        body: ReqBody::Buffered(Bytes::new()),
-        cause,
-        patience: Patience::Simple,
-        budget: None,
-    };
-    let (resp, lease) = send(app, &mut out, may_wake).await?;
-    let status = resp.status();
-    let ct = content_type(resp.headers());
-    let limit = app.timeouts.model;
-    let body = tokio::time::timeout(limit, crate::body::read_all(resp, lease, limit))
-        .await
-        .map_err(|_| ProxyError::Timeout {
-            option: "--model-timeout (MODEL_TIMEOUT_SECONDS)",
-            after: limit,
-        })?
-        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
-    if status != StatusCode::OK {
-        return Err(ProxyError::Upstream(format!("/api/tags answered {status}")).into());
-    }
-    // This answer, as stored: never an older entry in its place.
-    app.cache
-        .store(Key::Tags, body, &ct)
-        .map_err(|e| Failure::Error(tags_not_text(e)))
-}
-
-/// Ollama answered /api/tags, but not with text: an error, never the older list (see `meta`).
-fn tags_not_text(e: crate::cache::NotText) -> ProxyError {
-    ProxyError::Upstream(e.to_string())
-}
-
-fn is_tags_not_text(e: &ProxyError) -> bool {
-    *e == tags_not_text(crate::cache::NotText { key: Key::Tags })
-}
-
-/// `/api/show` is cached per model and verbosity, for plain requests only (see [`crate::cache::show_key`]).
-fn show_key(body: &ReqBody) -> Option<Key> {
-    let ReqBody::Buffered(bytes) = body else {
-        return None;
-    };
-    crate::cache::show_key(bytes)
-}
-
-fn cache_headers(app: &App, entry: &Entry, resp: &mut Resp) {
-    let h = resp.headers_mut();
-    h.insert(header::AGE, HeaderValue::from(entry.age().as_secs()));
-    let label = if entry.is_fresh(app.cfg.cache_duration) {
-        "fresh"
-    } else {
-        "stale"
-    };
-    h.insert("x-ollama-proxy-cache", HeaderValue::from_static(label));
-}
-
-fn from_cache(app: &App, route: &Route, entry: &Entry) -> Resp {
-    if matches!(route, Route::V1Models | Route::V1Model(_)) {
-        return openai_models(app, route, entry);
-    }
-    let mut resp = Response::new(Body::from(entry.body.clone()));
-    if let Ok(ct) = HeaderValue::from_str(&entry.content_type) {
-        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    cache_headers(app, entry, &mut resp);
-    resp
-}
-
-fn openai_models(app: &App, route: &Route, tags: &Entry) -> Resp {
-    let body = match route {
-        Route::V1Model(id) => models::find(&tags.body, id),
-        _ => models::list(&tags.body),
-    };
-    let mut resp = match (body, route) {
-        (Some(v), _) => axum::Json(v).into_response(),
-        (None, Route::V1Model(id)) => (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": {"message": format!("model '{id}' not found"), "type": "not_found_error", "param": null, "code": null}})),
-        )
-            .into_response(),
-        (None, _) => return ProxyError::Upstream("cached /api/tags is not a model list".into()).into_response_for(true),
-    };
-    cache_headers(app, tags, &mut resp);
-    resp
 }

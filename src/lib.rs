@@ -18,6 +18,7 @@ pub(crate) mod handler;
 pub(crate) mod headers;
 mod listen;
 pub mod logging;
+pub(crate) mod meta;
 pub(crate) mod models;
 pub(crate) mod outbound;
 pub(crate) mod proxy;

@@ -41,6 +41,10 @@ pub struct Knobs {
     pub stall_after: AtomicUsize,
     /// `/api/tags` answers 200 with a body that is not UTF-8 (the usual list with a 0xff byte in it).
     pub tags_not_utf8: AtomicBool,
+    /// `/api/version` and `/api/ps` wait (at most 30 s) until this is false again and
+    /// `meta_released` is notified: an Ollama that is slow to answer.
+    pub hold_meta: AtomicBool,
+    pub meta_released: Notify,
 }
 
 /// What the fake has seen.
@@ -296,6 +300,20 @@ async fn answer(state: Arc<FakeState>, req: Request) -> Response {
         .to_string();
     let header_delay = Duration::from_millis(state.knobs.header_delay_ms.load(Ordering::SeqCst));
     let m = parts.method.clone();
+    if matches!(path.as_str(), "/api/version" | "/api/ps") {
+        let held = async {
+            loop {
+                let released = state.knobs.meta_released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if !state.knobs.hold_meta.load(Ordering::SeqCst) {
+                    return;
+                }
+                released.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(30), held).await;
+    }
     match (m.as_str(), path.as_str()) {
         ("GET" | "HEAD", "/") => "Ollama is running".into_response(),
         ("GET" | "HEAD", "/api/version") => axum::Json(json!({"version": "0.33.0"})).into_response(),

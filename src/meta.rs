@@ -1,0 +1,302 @@
+//! Metadata: answered from the cache or synthesized while Ollama sleeps, forwarded (and kept)
+//! while it is awake, with Ollama given a short head start before the cached answer is used (see
+//! "Cache" in docs/behaviour.md).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, Response, StatusCode};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::body::OnEnd;
+use crate::cache::{Entry, Key};
+use crate::driver::Cause;
+use crate::error::ProxyError;
+use crate::handler::{prepare, respond, send, unreachable_is_502, App};
+use crate::models;
+use crate::proxy::{Failure, Outgoing};
+use crate::request::ReqBody;
+use crate::routes::{Patience, Route};
+
+/// Largest answer kept in the cache.
+const CAPTURE_LIMIT: usize = 8 << 20;
+
+type Resp = Response<Body>;
+
+/// `/` and `/api/ps`: Ollama's answer when it is awake, a synthesized one otherwise (see "What is
+/// cached" in docs/behaviour.md); Ollama gets a head start of [`HEAD_START`].
+pub(crate) async fn always(app: &Arc<App>, req: Request, client: SocketAddr, route: Route) -> Resp {
+    let synthesized = || match route {
+        Route::Ps => axum::Json(json!({"models": []})).into_response(),
+        _ => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Ollama is running",
+        )
+            .into_response(),
+    };
+    if app.driver.state().holds() {
+        return synthesized();
+    }
+    let attempt = {
+        let app = Arc::clone(app);
+        async move {
+            let mut out = prepare(&app, req, client, false).await?;
+            let answer = send(&app, &mut out, false)
+                .await
+                .map_err(unreachable_is_502)?;
+            Ok(respond(&app, answer, 0, None))
+        }
+    };
+    match head_start(attempt).await {
+        Raced::Ready(Ok(resp)) => resp,
+        Raced::Ready(Err(e @ ProxyError::OutOfResource(_))) => e.into_response_for(false),
+        Raced::Ready(Err(e)) => {
+            tracing::debug!(error = %e, "answering for a sleeping Ollama");
+            synthesized()
+        }
+        Raced::Late(task) => {
+            finish_in_background(task);
+            synthesized()
+        }
+        Raced::Lost => synthesized(),
+    }
+}
+
+/// Cacheable metadata: the cached answer while Ollama sleeps or when it is a fresh model list, else
+/// forwarded (the cached answer if Ollama does not answer); wakes only when nothing is cached (see
+/// "Freshness" and "Empty cache" in docs/behaviour.md).
+pub(crate) async fn meta(
+    app: &Arc<App>,
+    req: Request,
+    client: SocketAddr,
+    route: Route,
+) -> Result<Resp, ProxyError> {
+    let mut out = prepare(app, req, client, false).await?;
+    let key = match &route {
+        Route::Version => Key::Version,
+        Route::Show => match show_key(&out.body) {
+            Some(k) => k,
+            None => return forward_and_keep(app, &mut out, None, true).await,
+        },
+        _ => Key::Tags,
+    };
+    let derived = matches!(route, Route::V1Models | Route::V1Model(_));
+    let Some(entry) = app.cache.get(&key) else {
+        // Nothing cached: this may wake Ollama (see "Empty cache").
+        if derived {
+            let tags = fetch_tags(app, out.cause.clone(), true)
+                .await
+                .map_err(unreachable_is_502)?;
+            return Ok(openai_models(app, &route, &tags));
+        }
+        return forward_and_keep(app, &mut out, Some(key), true).await;
+    };
+    let fresh_list = key == Key::Tags && entry.is_fresh(app.cfg.cache_duration);
+    if fresh_list || app.driver.state().holds() {
+        return Ok(from_cache(app, &route, &entry));
+    }
+    if derived {
+        let attempt = {
+            let (app, cause) = (Arc::clone(app), out.cause.clone());
+            async move { fetch_tags(&app, cause, false).await }
+        };
+        return match head_start(attempt).await {
+            Raced::Ready(Ok(tags)) => Ok(openai_models(app, &route, &tags)),
+            // Ollama did answer: the older list is not its answer.
+            Raced::Ready(Err(Failure::Error(e))) if is_tags_not_text(&e) => Err(e),
+            // Still asking: the list it brings is stored when it comes.
+            Raced::Ready(Err(_)) | Raced::Late(_) | Raced::Lost => {
+                Ok(from_cache(app, &route, &entry))
+            }
+        };
+    }
+    let attempt = {
+        let app = Arc::clone(app);
+        async move { forward_and_keep(&app, &mut out, Some(key), false).await }
+    };
+    match head_start(attempt).await {
+        Raced::Ready(Ok(resp)) => Ok(resp),
+        Raced::Ready(Err(e)) => {
+            tracing::debug!(error = %e, "Ollama did not answer; serving the cached copy");
+            Ok(from_cache(app, &route, &entry))
+        }
+        Raced::Late(task) => {
+            finish_in_background(task);
+            Ok(from_cache(app, &route, &entry))
+        }
+        Raced::Lost => Ok(from_cache(app, &route, &entry)),
+    }
+}
+
+/// How long Ollama has to answer metadata that has a cached or synthesized answer before that
+/// answer is given (see "Freshness" in docs/behaviour.md): a host that fell asleep unnoticed would
+/// otherwise cost the client a whole connect timeout.
+const HEAD_START: Duration = Duration::from_millis(250);
+
+/// An attempt raced against [`HEAD_START`].
+enum Raced<T> {
+    /// It finished in time.
+    Ready(T),
+    /// Still running (it goes on; dropping the handle does not stop it).
+    Late(JoinHandle<T>),
+    /// It panicked: there is no answer, and nothing goes on.
+    Lost,
+}
+
+/// Runs `attempt` in a task of its own and waits for it at most [`HEAD_START`].
+async fn head_start<T: Send + 'static>(
+    attempt: impl Future<Output = T> + Send + 'static,
+) -> Raced<T> {
+    let mut task = tokio::spawn(attempt);
+    match tokio::time::timeout(HEAD_START, &mut task).await {
+        Ok(Ok(done)) => Raced::Ready(done),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "a metadata request to Ollama failed");
+            Raced::Lost
+        }
+        Err(_) => Raced::Late(task),
+    }
+}
+
+/// Lets a late answer arrive after all: read to its end, a cacheable one is stored and its
+/// connection pooled; the backend state was already updated by the attempt itself.
+fn finish_in_background(task: JoinHandle<Result<Resp, ProxyError>>) {
+    tokio::spawn(async move {
+        if let Ok(Ok(resp)) = task.await {
+            let _ = axum::body::to_bytes(resp.into_body(), CAPTURE_LIMIT).await;
+        }
+    });
+}
+
+/// Forwards and keeps a successful answer in the cache under `key`.
+async fn forward_and_keep(
+    app: &App,
+    out: &mut Outgoing,
+    key: Option<Key>,
+    may_wake: bool,
+) -> Result<Resp, ProxyError> {
+    let is_head = out.method == Method::HEAD;
+    let resp = send(app, out, may_wake).await.map_err(unreachable_is_502)?;
+    let keep = key.filter(|_| resp.0.status() == StatusCode::OK && !is_head);
+    let Some(key) = keep else {
+        return Ok(respond(app, resp, 0, None));
+    };
+    let content_type = content_type(resp.0.headers());
+    let cache = Arc::clone(&app.cache);
+    let on_end: OnEnd = Box::new(move |body| {
+        if let Some(body) = body {
+            // A body that is not text is not kept; `store` says so.
+            let _ = cache.store(key, body, &content_type);
+        }
+    });
+    Ok(respond(app, resp, CAPTURE_LIMIT, Some(on_end)))
+}
+
+fn content_type(h: &axum::http::HeaderMap) -> String {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json; charset=utf-8")
+        .to_string()
+}
+
+/// `GET /api/tags` on behalf of `/v1/models`: stored, and returned as stored.
+async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Failure> {
+    let mut headers = axum::http::HeaderMap::new();
+    crate::headers::upstream_request(
+        &mut headers,
+        cause.client.ip(),
+        &app.client.upstream().authority,
+    );
+    let mut out = Outgoing {
+        method: Method::GET,
+        path_and_query: "/api/tags".into(),
+        headers,
+        body: ReqBody::Buffered(Bytes::new()),
+        cause,
+        patience: Patience::Simple,
+        budget: None,
+    };
+    let (resp, lease) = send(app, &mut out, may_wake).await?;
+    let status = resp.status();
+    let ct = content_type(resp.headers());
+    let limit = app.timeouts.model;
+    let body = tokio::time::timeout(limit, crate::body::read_all(resp, lease, limit))
+        .await
+        .map_err(|_| ProxyError::Timeout {
+            option: "--model-timeout (MODEL_TIMEOUT_SECONDS)",
+            after: limit,
+        })?
+        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+    if status != StatusCode::OK {
+        return Err(ProxyError::Upstream(format!("/api/tags answered {status}")).into());
+    }
+    // This answer, as stored: never an older entry in its place.
+    app.cache
+        .store(Key::Tags, body, &ct)
+        .map_err(|e| Failure::Error(tags_not_text(e)))
+}
+
+/// Ollama answered /api/tags, but not with text: an error, never the older list (see `meta`).
+fn tags_not_text(e: crate::cache::NotText) -> ProxyError {
+    ProxyError::Upstream(e.to_string())
+}
+
+fn is_tags_not_text(e: &ProxyError) -> bool {
+    *e == tags_not_text(crate::cache::NotText { key: Key::Tags })
+}
+
+/// `/api/show` is cached per model and verbosity, for plain requests only (see [`crate::cache::show_key`]).
+fn show_key(body: &ReqBody) -> Option<Key> {
+    let ReqBody::Buffered(bytes) = body else {
+        return None;
+    };
+    crate::cache::show_key(bytes)
+}
+
+fn cache_headers(app: &App, entry: &Entry, resp: &mut Resp) {
+    let h = resp.headers_mut();
+    h.insert(header::AGE, HeaderValue::from(entry.age().as_secs()));
+    let label = if entry.is_fresh(app.cfg.cache_duration) {
+        "fresh"
+    } else {
+        "stale"
+    };
+    h.insert("x-ollama-proxy-cache", HeaderValue::from_static(label));
+}
+
+fn from_cache(app: &App, route: &Route, entry: &Entry) -> Resp {
+    if matches!(route, Route::V1Models | Route::V1Model(_)) {
+        return openai_models(app, route, entry);
+    }
+    let mut resp = Response::new(Body::from(entry.body.clone()));
+    if let Ok(ct) = HeaderValue::from_str(&entry.content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    cache_headers(app, entry, &mut resp);
+    resp
+}
+
+fn openai_models(app: &App, route: &Route, tags: &Entry) -> Resp {
+    let body = match route {
+        Route::V1Model(id) => models::find(&tags.body, id),
+        _ => models::list(&tags.body),
+    };
+    let mut resp = match (body, route) {
+        (Some(v), _) => axum::Json(v).into_response(),
+        (None, Route::V1Model(id)) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"message": format!("model '{id}' not found"), "type": "not_found_error", "param": null, "code": null}})),
+        )
+            .into_response(),
+        (None, _) => return ProxyError::Upstream("cached /api/tags is not a model list".into()).into_response_for(true),
+    };
+    cache_headers(app, tags, &mut resp);
+    resp
+}
