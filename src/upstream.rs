@@ -168,8 +168,9 @@ impl Client {
         let target = format!("{}:{}", self.upstream.host, self.upstream.port);
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
             .await
-            .map_err(|e| match local_shortage(&e) {
-                // Looking the name up needs descriptors too (/etc/hosts, a DNS socket).
+            .map_err(|e| match local_shortage(&e).or_else(out_of_descriptors) {
+                // Looking the name up needs descriptors too (/etc/hosts, a DNS socket), and the
+                // resolver may then just say "not known".
                 Some(resource) => ConnectError::Local(resource),
                 None => ConnectError::Resolve(target.clone(), e.to_string()),
             })?
@@ -268,6 +269,13 @@ pub fn local_shortage(e: &io::Error) -> Option<&'static str> {
         libc::EADDRNOTAVAIL => Some("local ports"),
         _ => None,
     }
+}
+
+/// Whether this process can open no more descriptors right now (tried with a socket, closed at
+/// once): after a failure whose error does not say why.
+fn out_of_descriptors() -> Option<&'static str> {
+    let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None);
+    probe.err().and_then(|e| local_shortage(&e))
 }
 
 /// Decides whether a failed request can be sent again.
