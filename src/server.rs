@@ -32,29 +32,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener address")?;
-    let client = Arc::new(Client::new(
-        cfg.ollama.upstream.clone(),
-        cfg.ollama.connect_timeout,
-    ));
-    let waker = if cfg.wake.is_enabled() {
-        Some(Arc::new(
-            Waker::new(&cfg.wake).context("cannot prepare Wake-on-LAN")?,
-        ))
-    } else {
-        None
-    };
-    let driver = Arc::new(Driver::new(
-        waker,
-        Arc::clone(&client),
-        DriverConfig {
-            wake_timeout: cfg.ollama.wake_timeout,
-            connect_timeout: cfg.ollama.connect_timeout,
-            probe_timeout: cfg.ollama.connect_timeout + cfg.timeout,
-            wake_interval: cfg.wake_interval,
-            max_queue: cfg.max_queue,
-        },
-        shutdown.clone(),
-    ));
+    let (client, driver) = backend(&cfg, &shutdown)?;
     let nofile = raise_nofile();
     let max_connections = cfg
         .max_connections
@@ -95,32 +73,65 @@ pub async fn run(
         sd_notify::NotifyState::Status(&status),
     ]);
     let tracker = TaskTracker::new();
+    let connections = tracker.clone();
     accept_loop(
         listener,
         router,
         max_connections,
         timeouts,
-        shutdown.clone(),
-        tracker.clone(),
+        shutdown,
+        connections,
     )
     .await;
+    wind_down(&driver, tracker).await;
+    persist_stop.cancel();
+    let _ = persist.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The connection pool to Ollama and the driver of its state and wake cycles.
+fn backend(
+    cfg: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<Client>, Arc<Driver>)> {
+    let client = Arc::new(Client::new(
+        cfg.ollama.upstream.clone(),
+        cfg.ollama.connect_timeout,
+    ));
+    let waker = if cfg.wake.is_enabled() {
+        Some(Arc::new(
+            Waker::new(&cfg.wake).context("cannot prepare Wake-on-LAN")?,
+        ))
+    } else {
+        None
+    };
+    let settings = DriverConfig {
+        wake_timeout: cfg.ollama.wake_timeout,
+        connect_timeout: cfg.ollama.connect_timeout,
+        probe_timeout: cfg.ollama.connect_timeout + cfg.timeout,
+        wake_interval: cfg.wake_interval,
+        max_queue: cfg.max_queue,
+    };
+    let driver = Driver::new(waker, Arc::clone(&client), settings, shutdown.clone());
+    Ok((client, Arc::new(driver)))
+}
+
+/// After the accept loop stopped: held requests get 503, open responses get [`SHUTDOWN_GRACE`].
+async fn wind_down(driver: &Driver, connections: TaskTracker) {
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!(
         held = driver.held(),
         "shutting down: held requests get 503, streams may finish"
     );
     driver.stop();
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "cutting the streams still open after the grace period");
     }
-    persist_stop.cancel();
-    let _ = persist.await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
