@@ -204,6 +204,31 @@ pub(crate) struct Watch {
     pub shutdown: CancellationToken,
 }
 
+/// The router as hyper's service for one connection: each request carries the client's address
+/// and keeps the connection busy until its response is done.
+fn service(
+    router: Router,
+    client: SocketAddr,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<hyper::Response<Body>, std::convert::Infallible>,
+    > + Send,
+> {
+    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let busy = Busy::new(&activity);
+        req.extensions_mut().insert(ConnectInfo(client));
+        let answer = router.clone().call(req.map(Body::new));
+        async move {
+            let resp = answer.await?;
+            Ok(resp.map(|inner| Body::new(Tracked { inner, _busy: busy })))
+        }
+    })
+}
+
 /// Bytes wait in the socket's receive buffer that hyper has not read yet.
 fn has_unread(fd: RawFd) -> bool {
     let mut byte = 0u8;
@@ -234,20 +259,7 @@ pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, router: Router,
         inner: stream,
         activity: Arc::clone(&activity),
     });
-    let service = {
-        let activity = Arc::clone(&activity);
-        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            let busy = Busy::new(&activity);
-            req.extensions_mut().insert(ConnectInfo(client));
-            let answer = router.clone().call(req.map(Body::new));
-            async move {
-                let resp = answer.await?;
-                Ok::<_, std::convert::Infallible>(
-                    resp.map(|inner| Body::new(Tracked { inner, _busy: busy })),
-                )
-            }
-        })
-    };
+    let service = service(router, client, Arc::clone(&activity));
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(CONN_BUFFER)
         .serve_connection(io, service);
