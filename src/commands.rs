@@ -1,6 +1,5 @@
 //! The commands: `serve` (the proxy), and `wake` and `health`, one-shot tools that print what they
 //! did (see "Commands" in docs/behaviour.md).
-#![allow(clippy::print_stdout)]
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,6 +14,20 @@ use crate::wake::Waker;
 
 /// Exit code for bad usage or configuration.
 const EXIT_USAGE: u8 = 2;
+
+/// `println!` that drops the line when stdout is closed, instead of panicking.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that drops the line when stderr is closed, instead of panicking.
+macro_rules! tell_err {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 /// Prints a configuration error as one line and returns exit code 2.
 fn usage_error(err: &ConfigError) -> ExitCode {
@@ -71,7 +84,7 @@ fn http_client(connect: Duration, total: Duration) -> Result<reqwest::Client, Ex
         .timeout(total)
         .build()
         .map_err(|e| {
-            eprintln!(
+            tell_err!(
                 "ollama-proxy: cannot build the HTTP client: {}",
                 crate::error::chain(&e)
             );
@@ -89,7 +102,7 @@ pub async fn wake(args: WakeCmdArgs) -> ExitCode {
         (Err(e), _) | (_, Err(e)) => return usage_error(&e),
     };
     if !wake_cfg.is_enabled() {
-        eprintln!(
+        tell_err!(
             "ollama-proxy: nothing to send: set --mac (WOL_MAC) and/or --wake-url (WAKE_URL)"
         );
         return ExitCode::from(EXIT_USAGE);
@@ -103,12 +116,12 @@ pub async fn wake(args: WakeCmdArgs) -> ExitCode {
     let waker = match Waker::new(&wake_cfg) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("ollama-proxy: {e}");
+            tell_err!("ollama-proxy: {e}");
             return ExitCode::FAILURE;
         }
     };
     if let Some(m) = &wake_cfg.magic {
-        println!(
+        tell!(
             "waking {} (UDP port {}{})",
             m.mac,
             m.sender.port,
@@ -121,10 +134,10 @@ pub async fn wake(args: WakeCmdArgs) -> ExitCode {
     }
     let outcomes = waker.wake_all().await;
     for o in &outcomes {
-        println!("{o}");
+        tell!("{o}");
     }
     if !outcomes.iter().any(|o| o.is_ok()) {
-        eprintln!("ollama-proxy: every wake method failed");
+        tell_err!("ollama-proxy: every wake method failed");
         return ExitCode::FAILURE;
     }
     if !args.wait {
@@ -137,7 +150,7 @@ async fn wait_for_ollama(client: &reqwest::Client, ollama: &OllamaConfig) -> Exi
     let url = ollama.upstream.url("/api/version");
     let start = Instant::now();
     let mut last_report = Duration::ZERO;
-    println!(
+    tell!(
         "waiting up to {} for Ollama at {url}",
         humantime::format_duration(ollama.wake_timeout)
     );
@@ -146,7 +159,7 @@ async fn wait_for_ollama(client: &reqwest::Client, ollama: &OllamaConfig) -> Exi
         if let Ok(resp) = client.get(&url).send().await {
             if resp.status().is_success() {
                 let body = resp.text().await.unwrap_or_default();
-                println!(
+                tell!(
                     "Ollama answered after {:.1}s: {}",
                     start.elapsed().as_secs_f64(),
                     body.trim()
@@ -157,13 +170,13 @@ async fn wait_for_ollama(client: &reqwest::Client, ollama: &OllamaConfig) -> Exi
         let elapsed = start.elapsed();
         if elapsed - last_report >= Duration::from_secs(5) {
             last_report = elapsed;
-            println!("  still waiting… {}s", elapsed.as_secs());
+            tell!("  still waiting… {}s", elapsed.as_secs());
         }
         let pause = Duration::from_millis(500).saturating_sub(attempt.elapsed());
         let left = ollama.wake_timeout.saturating_sub(start.elapsed());
         tokio::time::sleep(pause.min(left)).await;
     }
-    eprintln!(
+    tell_err!(
         "ollama-proxy: Ollama did not answer within {} (WAKE_TIMEOUT)",
         humantime::format_duration(ollama.wake_timeout)
     );
@@ -210,11 +223,11 @@ pub async fn health(args: HealthArgs) -> ExitCode {
     .await;
     match result {
         Ok(body) => {
-            println!("{}", body.trim());
+            tell!("{}", body.trim());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ollama-proxy: unhealthy: {url}: {e}");
+            tell_err!("ollama-proxy: unhealthy: {url}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,6 +47,8 @@ const BUSY: u8 = 2;
 /// What a connection is doing, updated by its reads and its requests, read by its watchdog.
 struct Activity {
     phase: AtomicU8,
+    /// The socket refused the last write: hyper still holds part of a response.
+    write_blocked: AtomicBool,
     /// When the phase began, in ms since `start`.
     since_ms: AtomicU64,
     busy: AtomicUsize,
@@ -57,6 +59,7 @@ impl Activity {
     fn new() -> Self {
         Activity {
             phase: AtomicU8::new(HEADERS),
+            write_blocked: AtomicBool::new(false),
             since_ms: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             start: Instant::now(),
@@ -85,6 +88,17 @@ impl Activity {
         if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.enter(IDLE);
         }
+    }
+
+    /// Nothing in progress: no request, no response still being written.
+    fn idle(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == IDLE && !self.write_blocked.load(Ordering::Acquire)
+    }
+
+    /// Notes whether a write went through.
+    fn wrote<T>(&self, polled: &Poll<T>) {
+        self.write_blocked
+            .store(polled.is_pending(), Ordering::Release);
     }
 
     /// When the running timeout expires; `None` while busy.
@@ -127,7 +141,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -135,7 +151,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -266,11 +284,14 @@ pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, router: Router,
     tokio::pin!(conn);
     let mut stopping = false;
     loop {
-        // While busy, look again after the shorter timeout: the phase changes without waking us.
-        let wake_at = activity
-            .deadline(timeouts)
-            .map(|(due, _)| due)
-            .unwrap_or_else(|| Instant::now() + timeouts.header.min(timeouts.idle));
+        // While busy (or idle but still writing a response out), look again after the shorter
+        // timeout: the phase changes without waking us.
+        let later = Instant::now() + timeouts.header.min(timeouts.idle);
+        let wake_at = match activity.deadline(timeouts) {
+            Some((due, IDLE)) if due <= Instant::now() => later,
+            Some((due, _)) => due,
+            None => later,
+        };
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -284,14 +305,14 @@ pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, router: Router,
             }
             _ = pressure.notified() => {
                 // Not if the next request is already waiting in the socket: it would be lost.
-                if activity.phase.load(Ordering::Acquire) == IDLE && !has_unread(fd) {
+                if activity.idle() && !has_unread(fd) {
                     tracing::debug!(%client, "closing an idle client connection: all connection slots are taken");
                     return;
                 }
             }
             _ = tokio::time::sleep_until(wake_at) => {
                 match activity.deadline(timeouts) {
-                    Some((due, IDLE)) if due <= Instant::now() => {
+                    Some((due, IDLE)) if due <= Instant::now() && activity.idle() => {
                         tracing::debug!(%client, "closing an idle client connection");
                         return;
                     }

@@ -31,6 +31,8 @@ pub struct App {
     pub timeouts: Timeouts,
     /// Memory for buffered request bodies, shared by all requests.
     pub budget: Budget,
+    /// Metadata requests to Ollama running at once (see [`crate::meta`]).
+    pub attempts: Arc<tokio::sync::Semaphore>,
 }
 
 type Resp = Response<Body>;

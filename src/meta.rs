@@ -44,17 +44,20 @@ pub(crate) async fn always(app: &Arc<App>, req: Request, client: SocketAddr, rou
     if app.driver.state().holds() {
         return synthesized();
     }
+    let mut out = match prepare(app, req, client, false).await {
+        Ok(out) => out,
+        Err(e) => return e.into_response_for(false),
+    };
     let attempt = {
         let app = Arc::clone(app);
         async move {
-            let mut out = prepare(&app, req, client, false).await?;
             let answer = send(&app, &mut out, false)
                 .await
                 .map_err(unreachable_is_502)?;
             Ok(respond(&app, answer, 0, None))
         }
     };
-    match head_start(attempt).await {
+    match head_start(app, attempt).await {
         Raced::Ready(Ok(resp)) => resp,
         Raced::Ready(Err(e @ ProxyError::OutOfResource(_))) => e.into_response_for(false),
         Raced::Ready(Err(e)) => {
@@ -107,7 +110,7 @@ pub(crate) async fn meta(
             let (app, cause) = (Arc::clone(app), out.cause.clone());
             async move { fetch_tags(&app, cause, false).await }
         };
-        return match head_start(attempt).await {
+        return match head_start(app, attempt).await {
             Raced::Ready(Ok(tags)) => Ok(openai_models(app, &route, &tags)),
             // Ollama did answer: the older list is not its answer.
             Raced::Ready(Err(Failure::Error(e))) if is_tags_not_text(&e) => Err(e),
@@ -121,7 +124,7 @@ pub(crate) async fn meta(
         let app = Arc::clone(app);
         async move { forward_and_keep(&app, &mut out, Some(key), false).await }
     };
-    match head_start(attempt).await {
+    match head_start(app, attempt).await {
         Raced::Ready(Ok(resp)) => Ok(resp),
         Raced::Ready(Err(e)) => {
             tracing::debug!(error = %e, "Ollama did not answer; serving the cached copy");
@@ -140,21 +143,35 @@ pub(crate) async fn meta(
 /// otherwise cost the client a whole connect timeout.
 const HEAD_START: Duration = Duration::from_millis(250);
 
+/// Most metadata attempts running at once (those still waiting for a slow Ollama included).
+pub(crate) const MAX_ATTEMPTS: usize = 64;
+
 /// An attempt raced against [`HEAD_START`].
 enum Raced<T> {
     /// It finished in time.
     Ready(T),
     /// Still running (it goes on; dropping the handle does not stop it).
     Late(JoinHandle<T>),
-    /// It panicked: there is no answer, and nothing goes on.
+    /// Not asked (too many attempts are still running: Ollama is not answering them), or the
+    /// attempt panicked: there is no answer, and nothing goes on.
     Lost,
 }
 
 /// Runs `attempt` in a task of its own and waits for it at most [`HEAD_START`].
 async fn head_start<T: Send + 'static>(
+    app: &App,
     attempt: impl Future<Output = T> + Send + 'static,
 ) -> Raced<T> {
-    let mut task = tokio::spawn(attempt);
+    // Each attempt that outlives its head start holds a connection to Ollama: while Ollama does
+    // not answer them, clients must not pile up more.
+    let Ok(permit) = Arc::clone(&app.attempts).try_acquire_owned() else {
+        return Raced::Lost;
+    };
+    let mut task = tokio::spawn(async move {
+        let done = attempt.await;
+        drop(permit);
+        done
+    });
     match tokio::time::timeout(HEAD_START, &mut task).await {
         Ok(Ok(done)) => Raced::Ready(done),
         Ok(Err(e)) => {

@@ -23,6 +23,8 @@ use crate::upstream::{Client, ConnectError, Lease, SendFailure};
 const MAX_HOLDS: u32 = 2;
 /// One warning per interval when the proxy lacks descriptors, memory or ports to reach Ollama.
 static OUT_OF_RESOURCES: SharedThrottle = SharedThrottle::new();
+/// Attempts of one request in all (holds, retries), whatever happens meanwhile.
+const MAX_ROUNDS: u32 = 8;
 /// Immediate retries on a pooled connection that the server had closed.
 const MAX_STALE_RETRIES: u32 = 3;
 
@@ -133,19 +135,21 @@ pub async fn forward(
     if may_wake && !must_hold {
         driver.early_wake(&out.cause);
     }
+    let mut rounds = 0;
     loop {
         let mut ack = None;
-        if must_hold {
-            if holds >= MAX_HOLDS {
-                return Err(ProxyError::Asleep(
-                    "Ollama was unreachable again after waking".into(),
-                    driver.retry_after(),
-                )
-                .into());
-            }
-            holds += 1;
+        rounds += 1;
+        if must_hold && (holds >= MAX_HOLDS || rounds > MAX_ROUNDS) {
+            return Err(ProxyError::Asleep(
+                "Ollama was unreachable again after waking".into(),
+                driver.retry_after(),
+            )
+            .into());
+        }
+        if std::mem::take(&mut must_hold) {
             match driver.hold(&out.cause)? {
                 Some(ticket) => {
+                    holds += 1;
                     tracing::debug!(path = %out.path_and_query, "held until Ollama wakes");
                     ack = Some(ticket.wait().await?);
                 }

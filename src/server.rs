@@ -60,6 +60,7 @@ pub async fn run(
             model: cfg.model_timeout,
         },
         budget: Budget::new(cfg.body_budget),
+        attempts: Arc::new(tokio::sync::Semaphore::new(crate::meta::MAX_ATTEMPTS)),
         cfg,
         driver: Arc::clone(&driver),
         client,

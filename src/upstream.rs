@@ -39,6 +39,9 @@ pub enum ConnectError {
     Timeout(SocketAddr, Duration),
     #[error("connect to {0} failed: {1}")]
     Io(SocketAddr, String),
+    /// The host answered with a reset: it is up, and nothing listens on the port (yet).
+    #[error("connect to {0} refused")]
+    Refused(SocketAddr),
 }
 
 /// Why a request on an established connection failed.
@@ -181,6 +184,9 @@ impl Client {
                 Ok(Ok(stream)) => return self.handshake(addr, stream).await,
                 Ok(Err(e)) => match local_shortage(&e) {
                     Some(resource) => return Err(ConnectError::Local(resource)),
+                    None if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        last = ConnectError::Refused(addr)
+                    }
                     None => last = ConnectError::Io(addr, e.to_string()),
                 },
                 Err(_) => last = ConnectError::Timeout(addr, self.connect_timeout),

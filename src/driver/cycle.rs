@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::probe::Probes;
+use super::probe::{Probe, Probes};
 use super::{Driver, Held, Release, PROBE_INTERVAL, RESEND_INTERVAL};
 use crate::backend::{Event, State};
 use crate::upstream::Client;
@@ -49,12 +49,13 @@ impl Driver {
                 }
                 _ = self.shutdown.cancelled() => return,
                 Some(done) = in_flight.join_next() => {
-                    if done.unwrap_or(false) {
+                    let probe = done.unwrap_or(Probe::Silent);
+                    if probe == Probe::Ready {
                         tracing::info!(cycle, took_ms = started.elapsed().as_millis() as u64, "wake cycle done");
                         self.answered();
                         return;
                     }
-                    probes.finished();
+                    probes.finished(probe == Probe::Answered);
                 }
                 _ = resend.tick(), if waker.has_magic() => {
                     let w = Arc::clone(&waker);
@@ -63,14 +64,17 @@ impl Driver {
                     });
                 }
                 _ = probe.tick() => {
-                    if self.state() != State::Waking {
-                        return; // something else heard Ollama; the release already happened
+                    // Something else heard Ollama (the release already happened), or a newer
+                    // cycle runs: this one is over.
+                    if self.state() != State::Waking || self.wake_cycles() != cycle {
+                        return;
                     }
                     if probes.try_start(Instant::now()) {
                         let client = Arc::clone(&self.client);
                         let limit = self.cfg.probe_timeout;
                         in_flight.spawn(async move {
-                            tokio::time::timeout(limit, probe_once(&client)).await == Ok(true)
+                            let probe = tokio::time::timeout(limit, probe_once(&client)).await;
+                            probe.unwrap_or(Probe::Silent)
                         });
                     }
                 }
@@ -95,23 +99,27 @@ pub(super) async fn release(queue: VecDeque<Held>, connect_timeout: Duration) {
 const PROBE_SILENCE: Duration = Duration::from_secs(5);
 
 /// `GET /api/version` on a new connection; true on a 2xx answer.
-async fn probe_once(client: &Client) -> bool {
-    let Ok(sender) = client.connect().await else {
-        return false;
+async fn probe_once(client: &Client) -> Probe {
+    let sender = match client.connect().await {
+        Ok(sender) => sender,
+        Err(crate::upstream::ConnectError::Refused(_)) => return Probe::Answered,
+        Err(_) => return Probe::Silent,
     };
     let conn = crate::upstream::Conn::fresh(sender);
     let req = hyper::Request::get(client.upstream().url_path("/api/version"))
         .header(hyper::header::HOST, client.upstream().authority.as_str())
         .body(axum::body::Body::empty());
-    let Ok(req) = req else { return false };
+    let Ok(req) = req else { return Probe::Silent };
     match client.send(conn, req).await {
         // Read to the end, the connection is pooled: the first released request uses it.
         Ok((resp, lease)) if resp.status().is_success() => {
-            crate::body::read_all(resp, lease, PROBE_SILENCE)
-                .await
-                .is_ok()
+            match crate::body::read_all(resp, lease, PROBE_SILENCE).await {
+                Ok(_) => Probe::Ready,
+                Err(_) => Probe::Answered,
+            }
         }
-        _ => false,
+        Ok(_) => Probe::Answered,
+        Err(_) => Probe::Silent,
     }
 }
 

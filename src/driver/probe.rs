@@ -9,11 +9,24 @@ pub(super) const MAX_PROBES: usize = 4;
 /// ten connection attempts per second reach a host that does not answer.
 pub(super) const SILENT_SPACING: Duration = Duration::from_millis(100);
 
-/// The probes of one wake cycle: how many are in flight and when the last one started.
+/// How one probe ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probe {
+    /// Ollama answered `GET /api/version`: it is awake.
+    Ready,
+    /// The host answered (a refused connection, or an HTTP error): it is up, Ollama not yet.
+    Answered,
+    /// No answer: a timeout, an unreachable host, a failed lookup.
+    Silent,
+}
+
+/// The probes of one wake cycle: how many are in flight, when the last one started, and whether
+/// the host answered the last one that ended.
 #[derive(Debug, Default)]
 pub(super) struct Probes {
     in_flight: usize,
     last_start: Option<Instant>,
+    host_answered: bool,
 }
 
 impl Probes {
@@ -22,9 +35,10 @@ impl Probes {
         let spaced = self
             .last_start
             .is_none_or(|t| now.saturating_duration_since(t) >= SILENT_SPACING);
-        // No probe pending means the last one was answered (refused, or an error from Ollama):
-        // the host is reachable, so the next may go at once.
-        let go = self.in_flight == 0 || (self.in_flight < MAX_PROBES && spaced);
+        // None pending and the host answered the last (refused, or an error from Ollama): it is
+        // up, so the next may go at once.
+        let go =
+            (self.in_flight == 0 && self.host_answered) || (self.in_flight < MAX_PROBES && spaced);
         if go {
             self.in_flight += 1;
             self.last_start = Some(now);
@@ -32,9 +46,10 @@ impl Probes {
         go
     }
 
-    /// A probe ended without finding Ollama ready.
-    pub(super) fn finished(&mut self) {
+    /// A probe ended without finding Ollama ready; `answered`: the host did answer it.
+    pub(super) fn finished(&mut self, answered: bool) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.host_answered = answered;
     }
 }
 
@@ -52,8 +67,23 @@ mod tests {
         let mut p = Probes::default();
         for tick in 0..40 {
             assert!(p.try_start(ms(t, tick * 25)));
-            p.finished(); // refused at once
+            p.finished(true); // refused at once
         }
+    }
+
+    #[test]
+    fn fast_failures_that_are_no_answer_stay_spaced() {
+        // A failed name lookup ends at once but says nothing about the host: 100 ms apart.
+        let t = Instant::now();
+        let mut p = Probes::default();
+        let mut started = Vec::new();
+        for m in (0..500).step_by(25) {
+            if p.try_start(ms(t, m)) {
+                started.push(m);
+                p.finished(false);
+            }
+        }
+        assert_eq!(started, vec![0, 100, 200, 300, 400]);
     }
 
     #[test]
@@ -66,7 +96,7 @@ mod tests {
             .collect();
         assert_eq!(started, vec![0, 100, 200, 300]);
         // One times out: the next may start, spaced from the last start.
-        p.finished();
+        p.finished(false);
         assert!(p.try_start(ms(t, 2000)));
         assert!(!p.try_start(ms(t, 2025)));
     }
@@ -82,7 +112,7 @@ mod tests {
             let now = ms(t, m);
             while ends.first().is_some_and(|&e| e <= m) {
                 ends.remove(0);
-                p.finished();
+                p.finished(false);
             }
             if p.try_start(now) {
                 attempts += 1;

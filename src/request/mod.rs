@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -107,27 +107,38 @@ pub(crate) enum ReqBody {
 
 /// What has been read of a body so far, copied into one buffer of its own: the pieces hyper hands
 /// over are slices of its read buffers, and keeping them would keep those buffers alive (a body
-/// sent one byte per chunk would pin kilobytes per byte).
+/// sent one byte per chunk would pin kilobytes per byte). The buffer grows by doubling, exactly
+/// (so that what the budget is charged is what is allocated), up to the declared size or the
+/// limit: a declared `Content-Length` alone allocates nothing.
 struct Partial {
-    buf: BytesMut,
-    /// The size was declared: the buffer was allocated whole, and its pages cost memory only as
-    /// they are written.
-    declared: bool,
-    /// Largest size this body may be buffered at.
-    limit: usize,
+    buf: Vec<u8>,
+    /// Largest size the buffer grows to: the declared size, else the limit.
+    ceiling: usize,
 }
 
-/// Smallest buffer allocated for a body of unknown size.
+/// Smallest buffer allocated for a body.
 const FIRST_BUFFER: usize = 8 << 10;
+
+/// A buffer whose bytes are sent as one chunk and whose share of the budget is given back when
+/// that chunk is dropped.
+struct Owned {
+    buf: Vec<u8>,
+    _permit: Option<BudgetPermit>,
+}
+
+impl AsRef<[u8]> for Owned {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
 
 impl Partial {
     fn new(content_length: Option<u64>, limit: u64) -> Self {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let declared = content_length.and_then(|n| usize::try_from(n).ok());
         Partial {
-            buf: BytesMut::with_capacity(declared.unwrap_or(0)),
-            declared: declared.is_some(),
-            limit,
+            buf: Vec::new(),
+            ceiling: declared.map_or(limit, |n| n.min(limit)),
         }
     }
 
@@ -135,51 +146,48 @@ impl Partial {
         self.buf.len() as u64
     }
 
-    /// The capacity the buffer needs for `more` bytes, growing by doubling up to the limit.
+    /// The capacity the buffer needs for `more` bytes.
     fn capacity_for(&self, more: usize) -> usize {
         let need = self.buf.len().saturating_add(more);
-        if self.declared || need <= self.buf.capacity() {
-            return self.buf.capacity().max(need);
+        if need <= self.buf.capacity() {
+            return self.buf.capacity();
         }
-        need.max(self.buf.capacity().saturating_mul(2).min(self.limit))
-            .max(FIRST_BUFFER.min(self.limit))
+        need.max(self.buf.capacity().saturating_mul(2))
+            .max(FIRST_BUFFER)
+            .min(self.ceiling.max(need))
     }
 
-    /// Memory that `more` bytes add: the bytes themselves for a declared size, else the growth of
-    /// the buffer (which is what the process really allocates).
+    /// Memory that `more` bytes add: the growth of the buffer, which is what is allocated.
     fn cost(&self, more: usize) -> usize {
-        match self.declared {
-            true => more,
-            false => self.capacity_for(more) - self.buf.capacity(),
-        }
+        self.capacity_for(more) - self.buf.capacity()
     }
 
     fn push(&mut self, chunk: &[u8]) {
         let want = self.capacity_for(chunk.len());
         if want > self.buf.capacity() {
-            self.buf.reserve(want - self.buf.len());
+            self.buf.reserve_exact(want - self.buf.len());
         }
         self.buf.extend_from_slice(chunk);
     }
 
-    /// The body so far followed by the rest of the client's stream, sent once. The budget the
-    /// part already read holds stays taken until that stream is done with.
+    /// The body so far followed by the rest of the client's stream, sent once. The part already
+    /// read keeps its share of the budget until hyper is done with it.
     fn resume(
         self,
         rest: impl Stream<Item = Result<Bytes, axum::Error>> + Send + 'static,
         permit: Option<BudgetPermit>,
     ) -> ReqBody {
-        let head = futures_util::stream::iter([Ok::<_, axum::Error>(self.buf.freeze())]);
-        let body = head.chain(rest).map(move |chunk| {
-            let _held = &permit;
-            chunk
+        let head = Bytes::from_owner(Owned {
+            buf: self.buf,
+            _permit: permit,
         });
-        ReqBody::Streaming(Body::from_stream(body))
+        let head = futures_util::stream::iter([Ok::<_, axum::Error>(head)]);
+        ReqBody::Streaming(Body::from_stream(head.chain(rest)))
     }
 
     /// The whole body.
     fn finish(self) -> Bytes {
-        self.buf.freeze()
+        Bytes::from(self.buf)
     }
 }
 

@@ -114,3 +114,15 @@ async fn a_client_that_stops_sending_is_cut_off() {
     assert!(matches!(read, Err(ReadError::Stalled(SILENCE))));
     drop(tx);
 }
+
+#[tokio::test]
+async fn a_declared_size_alone_allocates_nothing() {
+    let budget = Budget::new(64 << 20);
+    let mut wide = intake(&budget, true);
+    wide.limit = 32 << 20;
+    // 16 MiB declared, one byte sent: the buffer (and the charge) is the first one, not 16 MiB.
+    let (_, permit) = ReqBody::read(Body::from("x"), Some(16 << 20), wide)
+        .await
+        .unwrap();
+    assert_eq!(permit.map(|p| p.num_permits()), Some(8 << 10));
+}
