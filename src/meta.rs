@@ -162,6 +162,10 @@ async fn head_start<T: Send + 'static>(
     app: &App,
     attempt: impl Future<Output = T> + Send + 'static,
 ) -> Raced<T> {
+    // Ollama answered a moment ago: no head start needed (and no task hop on the hot path).
+    if app.driver.heard_recently() {
+        return Raced::Ready(attempt.await);
+    }
     // Each attempt that outlives its head start holds a connection to Ollama: while Ollama does
     // not answer them, clients must not pile up more.
     let Ok(permit) = Arc::clone(&app.attempts).try_acquire_owned() else {

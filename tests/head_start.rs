@@ -26,8 +26,10 @@ async fn a_slow_ollama_does_not_hold_up_cached_metadata() {
     assert_eq!(version.status(), 200);
     let version: Value = version.json().await.unwrap();
 
-    // Ollama stops answering metadata (as a host that fell asleep unnoticed would).
+    // Ollama stops answering metadata (as a host that fell asleep unnoticed would), some time
+    // after its last answer: within a second of an answer the proxy takes it as awake and waits.
     fake.knobs().hold_meta.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let cached = client()
         .get(proxy.url("/api/version"))
         .send()

@@ -171,6 +171,11 @@ impl Driver {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Ollama answered within the last second or so (lock-free): it is surely still awake.
+    pub fn heard_recently(&self) -> bool {
+        self.heard_within(Duration::from_secs(1))
+    }
+
     /// Heard from an awake Ollama within `within` (lock-free).
     fn heard_within(&self, within: Duration) -> bool {
         self.state() == State::Awake
