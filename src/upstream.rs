@@ -81,6 +81,8 @@ pub struct Client {
     upstream: Upstream,
     connect_timeout: Duration,
     idle: IdlePool,
+    /// The addresses Ollama's name last resolved to.
+    resolved: Mutex<Vec<SocketAddr>>,
 }
 
 impl Client {
@@ -89,6 +91,7 @@ impl Client {
             upstream,
             connect_timeout,
             idle: Arc::new(Mutex::new(VecDeque::new())),
+            resolved: Mutex::new(Vec::new()),
         }
     }
 
@@ -169,15 +172,7 @@ impl Client {
     pub async fn connect(&self) -> Result<SendRequest<Body>, ConnectError> {
         // IPv6 hosts keep their brackets: "[fd00::5]:11434".
         let target = format!("{}:{}", self.upstream.host, self.upstream.port);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
-            .await
-            .map_err(|e| match local_shortage(&e).or_else(out_of_descriptors) {
-                // Looking the name up needs descriptors too (/etc/hosts, a DNS socket), and the
-                // resolver may then just say "not known".
-                Some(resource) => ConnectError::Local(resource),
-                None => ConnectError::Resolve(target.clone(), e.to_string()),
-            })?
-            .collect();
+        let addrs = self.resolve(&target).await?;
         let mut last = ConnectError::Resolve(target, "no addresses".into());
         for addr in addrs {
             match tokio::time::timeout(self.connect_timeout, self.connect_addr(addr)).await {
@@ -193,6 +188,36 @@ impl Client {
             }
         }
         Err(last)
+    }
+
+    /// Ollama's addresses. A lookup that fails after an earlier one succeeded uses that one's
+    /// answer: looking a name up needs descriptors too (/etc/hosts, a DNS socket), and a resolver
+    /// short of them says "not known"; a sleeping desktop that serves its own name says nothing.
+    async fn resolve(&self, target: &str) -> Result<Vec<SocketAddr>, ConnectError> {
+        match tokio::net::lookup_host(target).await {
+            Ok(found) => {
+                let addrs: Vec<SocketAddr> = found.collect();
+                if !addrs.is_empty() {
+                    *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = addrs.clone();
+                }
+                Ok(addrs)
+            }
+            Err(e) => {
+                let known = self
+                    .resolved
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if !known.is_empty() {
+                    tracing::debug!(error = %e, "lookup failed; using the addresses found before");
+                    return Ok(known);
+                }
+                Err(match local_shortage(&e).or_else(out_of_descriptors) {
+                    Some(resource) => ConnectError::Local(resource),
+                    None => ConnectError::Resolve(target.to_string(), e.to_string()),
+                })
+            }
+        }
     }
 
     async fn connect_addr(&self, addr: SocketAddr) -> io::Result<TcpStream> {

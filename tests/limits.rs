@@ -269,7 +269,9 @@ async fn running_out_of_fds_is_not_a_sleeping_ollama() {
     let url = fake.url().replace("127.0.0.1", "localhost");
     let mut args = vec!["--ollama-url", &url, "--max-connections", "1000"];
     args.extend(common::strs(&magic));
-    let proxy = Child::start_wrapped(&["prlimit", "--nofile=64:64", "--"], &args, &[]).await;
+    // Debug lines say why, should Ollama ever be taken for asleep here.
+    let debug = [("RUST_LOG", "ollama_proxy=debug")];
+    let proxy = Child::start_wrapped(&["prlimit", "--nofile=64:64", "--"], &args, &debug).await;
     // Ollama is awake and known to be.
     let first = common::post_json(proxy.url("/api/chat"), &serde_json::json!({"model": "m"})).await;
     assert_eq!(first.status(), 200);
@@ -310,9 +312,9 @@ async fn running_out_of_fds_is_not_a_sleeping_ollama() {
     })
     .await
     .expect("the proxy did not recover after its clients left");
-    assert_eq!(health["backend"], "awake", "{health}");
-    assert_eq!(health["wakes"], 0, "{health}");
     let log = proxy.stderr.lock().unwrap().clone();
+    assert_eq!(health["backend"], "awake", "{health}\n{log}");
+    assert_eq!(health["wakes"], 0, "{health}\n{log}");
     assert!(log.contains("cannot accept a client connection"), "{log}");
     assert!(!log.contains("waking Ollama"), "{log}");
 }
