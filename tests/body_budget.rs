@@ -35,7 +35,11 @@ async fn sixty_four_large_bodies_to_a_slow_ollama() {
     const CLIENTS: usize = 64;
     let fake = Fake::bind().await;
     fake.knobs().header_delay_ms.store(1500, Ordering::SeqCst);
-    let proxy = Child::start(&["--ollama-url", &fake.url()], &[]).await;
+    // The fake reads 1 GiB in this (loaded) test process: let a stalled read window last longer
+    // than the default 2 s before the proxy takes Ollama for gone (TCP_USER_TIMEOUT follows
+    // CONNECT_TIMEOUT, and Linux applies it to zero-window probes too).
+    let args = ["--ollama-url", &fake.url(), "--connect-timeout", "20s"];
+    let proxy = Child::start(&args, &[]).await;
     let body = Bytes::from(vec![b' '; BODY]);
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(post_big(proxy.url("/api/chat"), body.clone())))
