@@ -2,7 +2,6 @@
 //! accept errors logged and backed off, and the open-file limit behind the default (see "Limits" in
 //! docs/behaviour.md).
 
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::conn::{self, ClientTimeouts};
 use crate::throttle::Throttled;
+use crate::upstream::local_shortage;
 
 /// File descriptors kept for everything but client connections (listener, cache file, logs, probes).
 const RESERVED_FDS: u64 = 64;
@@ -45,14 +45,6 @@ pub(crate) fn default_max_connections(nofile: u64) -> usize {
     usize::try_from(derived)
         .unwrap_or(usize::MAX)
         .clamp(MIN_CONNECTIONS, Semaphore::MAX_PERMITS)
-}
-
-/// Errors that say the proxy itself is short of something; the listener is fine.
-fn lacks_resources(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 /// Waits for a free connection slot; meanwhile asks idle keep-alive connections to close, every
@@ -119,7 +111,7 @@ pub(crate) async fn accept_loop(
                 });
             }
             Err(e) => {
-                let resources = lacks_resources(&e);
+                let resources = local_shortage(&e).is_some();
                 if let Some(skipped) = error_warn.due() {
                     tracing::warn!(error = %e, skipped, out_of_resources = resources, "cannot accept a client connection");
                 }

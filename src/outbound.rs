@@ -161,6 +161,19 @@ pub(crate) async fn exchange<T>(
         .map_err(|_| Late::Answer(limit))
 }
 
+/// A body fed through a channel, for tests: the test decides when (and whether) chunks come.
+#[cfg(test)]
+pub(crate) fn channel_body(
+    capacity: usize,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    Body,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(capacity);
+    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    (tx, body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,8 +182,7 @@ mod tests {
     async fn the_answer_limit_counts_from_the_last_byte() {
         // A body that takes 10 s to go out, one frame a second; the answer 1 s after it.
         let progress = Progress::new();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
-        let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let (tx, body) = channel_body(1);
         let mut body = Announce::new(body, Arc::clone(&progress));
         let upload = async move {
             for _ in 0..10 {
@@ -198,8 +210,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_going_out_is_late() {
         let progress = Progress::new();
-        let (_tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
-        let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let (_tx, body) = channel_body(1);
         let _body = Announce::new(body, Arc::clone(&progress));
         let never = std::future::pending::<()>();
         let got = exchange(

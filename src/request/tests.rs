@@ -83,8 +83,7 @@ async fn tiny_chunks_cost_their_buffer_not_more() {
 #[tokio::test(start_paused = true)]
 async fn a_body_that_trickles_is_cut_off() {
     let budget = Budget::new(1 << 20);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let (tx, body) = crate::outbound::channel_body(4);
     // One byte every SILENCE - 1 s: never silent for long, but far below the floor.
     let feeder = tokio::spawn(async move {
         for _ in 0..1000 {
@@ -106,8 +105,7 @@ async fn a_body_that_trickles_is_cut_off() {
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_sending_is_cut_off() {
     let budget = Budget::new(1 << 20);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let (tx, body) = crate::outbound::channel_body(4);
     tx.send(Ok(Bytes::from_static(b"{"))).await.unwrap();
     // Ten bytes declared, one sent, then nothing (the sender stays open).
     let read = ReqBody::read(body, Some(10), intake(&budget, false)).await;
