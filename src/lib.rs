@@ -5,6 +5,7 @@
 //! described in docs/behaviour.md.
 #![deny(missing_docs)]
 
+pub(crate) mod acked;
 pub(crate) mod backend;
 pub(crate) mod body;
 pub(crate) mod cache;

@@ -162,7 +162,7 @@ pub async fn forward(
             client.checkout().await
         } else {
             // A body that can be sent only once never goes on a connection that may be stale.
-            client.connect().await.map(crate::upstream::Conn::fresh)
+            client.connect().await
         };
         // The next held request goes once this one is on its way: its whole body handed to the
         // connection when it can be replayed, else as soon as it is connected (see "Holding and

@@ -1,5 +1,5 @@
-//! Connections to Ollama: connect with a timeout, TCP_USER_TIMEOUT, a short-lived keep-alive pool
-//! (see "Backend state" in docs/behaviour.md).
+//! Connections to Ollama: connect with a timeout, a watch on unacknowledged bytes, a short-lived
+//! keep-alive pool (see "Backend state" and "Asleep under a connection" in docs/behaviour.md).
 
 use std::collections::VecDeque;
 use std::io;
@@ -13,6 +13,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::acked::{Shared, Watch};
 use crate::config::Upstream;
 
 /// Pooled connections idle longer than this are not trusted: the host may have gone to sleep.
@@ -21,9 +22,14 @@ const POOL_IDLE: Duration = Duration::from_secs(3);
 const READY_WAIT: Duration = Duration::from_millis(50);
 /// At most this many idle connections are kept.
 const POOL_MAX: usize = 1024;
+/// The kernel's own limit on unacknowledged data, a backstop behind the watch of "Asleep under a
+/// connection": long enough that a receive window Ollama keeps shut (a slow disk under a blob
+/// upload) never ends a connection.
+const USER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Idle connections and when they became idle.
-type IdlePool = Arc<Mutex<VecDeque<(SendRequest<Body>, Instant)>>>;
+/// An idle connection, the watch on its socket, and when it became idle.
+type Idle = (SendRequest<Body>, Watch, Instant);
+type IdlePool = Arc<Mutex<VecDeque<Idle>>>;
 
 /// Why no connection to Ollama could be made; every variant but [`ConnectError::Local`] means
 /// "asleep" (see "Backend state" in docs/behaviour.md).
@@ -63,17 +69,8 @@ pub enum SendFailure {
 /// A connection ready for one request.
 pub struct Conn {
     sender: SendRequest<Body>,
+    watch: Watch,
     reused: bool,
-}
-
-impl Conn {
-    /// Wraps a connection that was just made.
-    pub fn fresh(sender: SendRequest<Body>) -> Self {
-        Conn {
-            sender,
-            reused: false,
-        }
-    }
 }
 
 /// Connects to Ollama and keeps idle connections for a short while.
@@ -101,22 +98,23 @@ impl Client {
 
     /// An idle connection that is young enough and not closed: the most recent one that is ready
     /// now, else the most recent one (which may need a moment to become ready).
-    fn pop_idle(&self) -> Option<SendRequest<Body>> {
+    fn pop_idle(&self) -> Option<(SendRequest<Body>, Watch)> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Oldest first: expired connections are at the front.
         let now = Instant::now();
         while idle
             .front()
-            .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= POOL_IDLE)
+            .is_some_and(|(_, _, since)| now.saturating_duration_since(*since) >= POOL_IDLE)
         {
             idle.pop_front();
         }
-        idle.retain(|(sender, _)| !sender.is_closed());
-        let ready = idle.iter().rposition(|(sender, _)| sender.is_ready());
-        match ready {
-            Some(i) => idle.remove(i).map(|(sender, _)| sender),
-            None => idle.pop_back().map(|(sender, _)| sender),
-        }
+        idle.retain(|(sender, _, _)| !sender.is_closed());
+        let ready = idle.iter().rposition(|(sender, _, _)| sender.is_ready());
+        let (sender, watch, _) = match ready {
+            Some(i) => idle.remove(i),
+            None => idle.pop_back(),
+        }?;
+        Some((sender, watch))
     }
 
     /// Closes pooled connections that are too old to be used or already closed, so that idle
@@ -124,7 +122,7 @@ impl Client {
     pub(crate) fn reap_idle(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        idle.retain(|(sender, since)| {
+        idle.retain(|(sender, _, since)| {
             now.saturating_duration_since(*since) < POOL_IDLE && !sender.is_closed()
         });
     }
@@ -147,7 +145,7 @@ impl Client {
 
     /// A pooled connection younger than the idle limit, or a new one.
     pub async fn checkout(&self) -> Result<Conn, ConnectError> {
-        while let Some(mut sender) = self.pop_idle() {
+        while let Some((mut sender, watch)) = self.pop_idle() {
             // A connection comes back as soon as its response body ended; hyper may need a moment
             // more to be ready for the next request.
             let ready = sender.is_ready()
@@ -158,18 +156,16 @@ impl Client {
             if ready {
                 return Ok(Conn {
                     sender,
+                    watch,
                     reused: true,
                 });
             }
         }
-        self.connect().await.map(|sender| Conn {
-            sender,
-            reused: false,
-        })
+        self.connect().await
     }
 
     /// A new connection, never from the pool.
-    pub async fn connect(&self) -> Result<SendRequest<Body>, ConnectError> {
+    pub async fn connect(&self) -> Result<Conn, ConnectError> {
         // IPv6 hosts keep their brackets: "[fd00::5]:11434".
         let target = format!("{}:{}", self.upstream.host, self.upstream.port);
         let addrs = self.resolve(&target).await?;
@@ -226,17 +222,12 @@ impl Client {
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
         };
         socket.set_nodelay(true)?;
-        // Data the host never acknowledges (it went to sleep) fails the connection this fast.
-        socket2::SockRef::from(&socket)
-            .set_tcp_user_timeout(Some(self.connect_timeout.max(Duration::from_secs(1))))?;
+        socket2::SockRef::from(&socket).set_tcp_user_timeout(Some(USER_TIMEOUT))?;
         socket.connect(addr).await
     }
 
-    async fn handshake(
-        &self,
-        addr: SocketAddr,
-        stream: TcpStream,
-    ) -> Result<SendRequest<Body>, ConnectError> {
+    async fn handshake(&self, addr: SocketAddr, stream: TcpStream) -> Result<Conn, ConnectError> {
+        let (stream, watch) = Shared::new(stream);
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(crate::conn::CONN_BUFFER)
             .handshake(TokioIo::new(stream))
@@ -247,26 +238,43 @@ impl Client {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
         });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            watch,
+            reused: false,
+        })
     }
 
     /// Sends `req` on `conn`. The [`Lease`] returns the connection to the pool once the response
-    /// body has been read to the end; dropped before that, the connection is closed.
+    /// body has been read to the end; dropped before that, the connection is closed. Bytes that
+    /// wait CONNECT_TIMEOUT for an acknowledgement end the connection as [`SendFailure::Unacked`].
     pub async fn send(
         &self,
         conn: Conn,
         req: hyper::Request<Body>,
     ) -> Result<(hyper::Response<Incoming>, Lease), SendFailure> {
-        let Conn { mut sender, reused } = conn;
+        let Conn {
+            mut sender,
+            watch,
+            reused,
+        } = conn;
         let idempotent = matches!(
             *req.method(),
             hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
         );
-        match sender.send_request(req).await {
+        let answer = tokio::select! {
+            answer = sender.send_request(req) => answer,
+            acks = watch.stalled(self.connect_timeout) => {
+                watch.abort();
+                return Err(SendFailure::Unacked(format!("sent bytes unacknowledged: {acks}")));
+            }
+        };
+        match answer {
             Ok(resp) => Ok((
                 resp,
                 Lease {
                     sender,
+                    watch,
                     pool: Arc::clone(&self.idle),
                 },
             )),
@@ -278,6 +286,7 @@ impl Client {
 /// A connection lent to one response.
 pub struct Lease {
     sender: SendRequest<Body>,
+    watch: Watch,
     pool: IdlePool,
 }
 
@@ -286,7 +295,7 @@ impl Lease {
     pub fn give_back(self) {
         let mut idle = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < POOL_MAX {
-            idle.push_back((self.sender, Instant::now()));
+            idle.push_back((self.sender, self.watch, Instant::now()));
         }
     }
 }
@@ -312,9 +321,9 @@ fn out_of_descriptors() -> Option<&'static str> {
 /// Decides whether a failed request can be sent again.
 fn classify(err: &hyper::Error, reused: bool, idempotent: bool) -> SendFailure {
     let text = crate::error::chain(err);
-    // TCP_USER_TIMEOUT fires only while sent data is unacknowledged (keep-alive probes are off); the
-    // connection then fails with ETIMEDOUT, or with the soft error seen meanwhile (no ARP answer from
-    // a suspended host gives EHOSTUNREACH).
+    // TCP_USER_TIMEOUT (the backstop behind the watch) fires only while sent data is unacknowledged
+    // (keep-alive probes are off); the connection then fails with ETIMEDOUT, or with the soft error
+    // seen meanwhile (no ARP answer from a suspended host gives EHOSTUNREACH).
     let unacked = [
         libc::ETIMEDOUT,
         libc::EHOSTUNREACH,

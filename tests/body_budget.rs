@@ -35,10 +35,9 @@ async fn sixty_four_large_bodies_to_a_slow_ollama() {
     const CLIENTS: usize = 64;
     let fake = Fake::bind().await;
     fake.knobs().header_delay_ms.store(1500, Ordering::SeqCst);
-    // The fake reads 1 GiB in this (loaded) test process: let a stalled read window last longer
-    // than the default 2 s before the proxy takes Ollama for gone (TCP_USER_TIMEOUT follows
-    // CONNECT_TIMEOUT, and Linux applies it to zero-window probes too).
-    let args = ["--ollama-url", &fake.url(), "--connect-timeout", "20s"];
+    // The fake reads 1 GiB in this (possibly loaded) test process: its receive windows may stay
+    // shut for longer than CONNECT_TIMEOUT, which is not sleep (see "Asleep under a connection").
+    let args = ["--ollama-url", &fake.url(), "--connect-timeout", "1s"];
     let proxy = Child::start(&args, &[]).await;
     let body = Bytes::from(vec![b' '; BODY]);
     let tasks: Vec<_> = (0..CLIENTS)
@@ -89,4 +88,38 @@ async fn a_hundred_large_bodies_while_asleep_with_a_short_queue() {
     assert_eq!(refused, CLIENTS);
     assert!(peak < PEAK_LIMIT_KIB, "peak {peak} KiB");
     assert!(proxy.terminate().await.success());
+}
+
+/// An Ollama that takes its time before reading a request body: its receive window stays shut.
+async fn slow_reader(pause: std::time::Duration) -> String {
+    use axum::body::Body;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |body: Body| async move {
+        tokio::time::sleep(pause).await;
+        let got = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        format!("{{\"received\":{}}}", got.len())
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_receive_window_shut_longer_than_the_connect_timeout_is_not_sleep() {
+    let url = slow_reader(std::time::Duration::from_secs(3)).await;
+    let args = ["--ollama-url", &url, "--connect-timeout", "1s"];
+    let proxy = Child::start(&args, &[]).await;
+    // Far more than the socket buffers hold: the window closes for the whole 3 s pause.
+    let body = Bytes::from(vec![b' '; 64 * MIB]);
+    let resp = client()
+        .post(proxy.url("/api/blobs/sha256:slow"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let log = proxy.stderr.lock().unwrap().clone();
+    assert_eq!(status, 200, "{text}\n{log}");
+    assert_eq!(text, format!("{{\"received\":{}}}", 64 * MIB));
 }

@@ -6,114 +6,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
-use common::fake::{Fake, FakeState, Knobs, Log};
 use common::netns::Net;
+use common::nshost::Host;
 use common::{client, post_json, Proxy};
-
-const MAC: &str = "02:00:5e:10:20:30";
-
-struct Host {
-    net: Arc<Net>,
-    asleep: AtomicBool,
-    state: Arc<FakeState>,
-    packets: Arc<AtomicUsize>,
-    fake: Arc<Mutex<Option<Fake>>>,
-}
-
-impl Host {
-    /// The namespace host, asleep (`listening` = Ollama already runs, as on a suspended PC).
-    fn new(net: Net, listening: bool) -> Host {
-        let net = Arc::new(net);
-        let state = Arc::new(FakeState {
-            knobs: Knobs::default(),
-            log: Log::default(),
-            models: Mutex::new(vec!["llama3.2:latest".into()]),
-        });
-        let host = Host {
-            net,
-            asleep: AtomicBool::new(false),
-            state,
-            packets: Arc::new(AtomicUsize::new(0)),
-            fake: Arc::new(Mutex::new(None)),
-        };
-        if listening {
-            host.listen();
-        }
-        host
-    }
-
-    /// Suspends: from now on the host answers nothing until a magic packet arrives.
-    fn sleep(&self) {
-        self.asleep.store(true, Ordering::SeqCst);
-        self.net.set_silent(true);
-    }
-
-    fn listen(&self) {
-        let addr = (self.net.peer_ip, 11434);
-        let listener = self
-            .net
-            .run_inside(|| std::net::TcpListener::bind(addr).unwrap());
-        listener.set_nonblocking(true).unwrap();
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        *self.fake.lock().unwrap() = Some(Fake::start_with(listener, Arc::clone(&self.state)));
-    }
-
-    /// Receives magic packets inside the namespace; the first wakes the host (answers again, and
-    /// starts Ollama after `boot` if it is not running).
-    fn wake_on_lan(self: &Arc<Self>, boot: Duration) {
-        let sock = self
-            .net
-            .run_inside(|| std::net::UdpSocket::bind("0.0.0.0:9").unwrap());
-        sock.set_nonblocking(true).unwrap();
-        let sock = tokio::net::UdpSocket::from_std(sock).unwrap();
-        let expected = wol::MagicPacket::new(MAC.parse().unwrap(), None);
-        let host = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 512];
-            while let Ok(n) = sock.recv(&mut buf).await {
-                if buf[..n] != *expected.as_bytes() {
-                    continue;
-                }
-                host.packets.fetch_add(1, Ordering::SeqCst);
-                if host.asleep.swap(false, Ordering::SeqCst) {
-                    host.net.set_silent(false);
-                    tokio::time::sleep(boot).await;
-                    if host.fake.lock().unwrap().is_none() {
-                        host.listen();
-                    }
-                }
-            }
-        });
-    }
-
-    fn proxy_args(&self) -> Vec<String> {
-        let url = format!("http://{}:11434", self.net.peer_ip);
-        let bcast = self.net.broadcast.to_string();
-        [
-            "--ollama-url",
-            &url,
-            "--mac",
-            MAC,
-            "--broadcast",
-            &bcast,
-            "--wol-port",
-            "9",
-            "--connect-timeout",
-            "1s",
-            "--wake-timeout",
-            "20s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-}
 
 async fn start_proxy(host: &Host) -> Proxy {
     common::logs();

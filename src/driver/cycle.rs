@@ -100,12 +100,11 @@ const PROBE_SILENCE: Duration = Duration::from_secs(5);
 
 /// `GET /api/version` on a new connection; true on a 2xx answer.
 async fn probe_once(client: &Client) -> Probe {
-    let sender = match client.connect().await {
-        Ok(sender) => sender,
+    let conn = match client.connect().await {
+        Ok(conn) => conn,
         Err(crate::upstream::ConnectError::Refused(_)) => return Probe::Answered,
         Err(_) => return Probe::Silent,
     };
-    let conn = crate::upstream::Conn::fresh(sender);
     let req = hyper::Request::get(client.upstream().url_path("/api/version"))
         .header(hyper::header::HOST, client.upstream().authority.as_str())
         .body(axum::body::Body::empty());

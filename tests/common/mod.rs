@@ -3,6 +3,7 @@
 
 pub mod fake;
 pub mod netns;
+pub mod nshost;
 pub mod py;
 pub mod sleeping;
 

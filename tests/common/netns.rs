@@ -177,6 +177,30 @@ impl Net {
 }
 
 impl Net {
+    /// Raises the minimum retransmission timeout of connections to the namespace (the route's
+    /// `rto_min`): as a kernel does after it measured a long round trip, TCP_USER_TIMEOUT then fires
+    /// only when the first retransmission is due, this late.
+    pub fn set_rto_min(&self, rto: std::time::Duration) {
+        let rto = format!("{}ms", rto.as_millis());
+        let src = self.host_ip.to_string();
+        ip(&[
+            "route",
+            "replace",
+            &self.subnet,
+            "dev",
+            &self.host_if,
+            "proto",
+            "kernel",
+            "scope",
+            "link",
+            "src",
+            &src,
+            "rto_min",
+            &rto,
+        ])
+        .unwrap();
+    }
+
     /// An address on the subnet that no host owns, whose frames still reach the namespace's link
     /// (a static neighbour entry with the peer's MAC): a host that never answers, whose SYNs can be
     /// counted inside the namespace.

@@ -1,0 +1,269 @@
+//! Whether Ollama acknowledges what the proxy sent: `TCP_INFO` read on a connection while a request
+//! waits for its answer (see "Asleep under a connection" in docs/behaviour.md).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A connection to Ollama that the watcher can still look at while hyper owns it.
+pub(crate) struct Shared(Arc<TcpStream>);
+
+impl Shared {
+    /// The stream for hyper, and a handle that sees it only while it is open.
+    pub(crate) fn new(stream: TcpStream) -> (Shared, Watch) {
+        let stream = Arc::new(stream);
+        let watch = Watch(Arc::downgrade(&stream));
+        (Shared(stream), watch)
+    }
+}
+
+impl AsyncRead for Shared {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            // SAFETY: as tokio's own TcpStream does: `try_read` only writes into the slice, and the
+            // `n` bytes it reports are then initialised.
+            let unfilled =
+                unsafe { &mut *(buf.unfilled_mut() as *mut [MaybeUninit<u8>] as *mut [u8]) };
+            match self.0.try_read(unfilled) {
+                Ok(n) => {
+                    // SAFETY: the kernel wrote these `n` bytes.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Shared {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shut = socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write);
+        Poll::Ready(match shut {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        })
+    }
+}
+
+/// What `TCP_INFO` says about the data the proxy sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Acks {
+    /// Segments sent and not acknowledged.
+    pub unacked: u32,
+    /// Zero-window probes sent and not answered.
+    pub probes: u8,
+    /// Time since the last acknowledgement of anything (window probes included).
+    pub since_ack: Duration,
+}
+
+impl std::fmt::Display for Acks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} segments unacknowledged, {} window probes unanswered, last acknowledgement {} ms ago",
+            self.unacked,
+            self.probes,
+            self.since_ack.as_millis()
+        )
+    }
+}
+
+/// Whether the host stopped acknowledging: data segments wait for an acknowledgement, none came
+/// for `limit`, and the request has been out that long. Window probes do not count: a receiver
+/// that keeps its window shut (a slow Ollama) may leave them unanswered for seconds (Linux rate-limits
+/// those answers), so a window shut on a host that then sleeps is left to the kernel's
+/// TCP_USER_TIMEOUT.
+pub(crate) fn stalled(acks: Acks, watched: Duration, limit: Duration) -> bool {
+    watched >= limit && acks.since_ack >= limit && acks.unacked > 0
+}
+
+/// How often `TCP_INFO` is read while a request waits: a fraction of the limit, so the decision
+/// comes at most this much after it.
+fn step(limit: Duration) -> Duration {
+    (limit / 8).clamp(Duration::from_millis(20), Duration::from_millis(250))
+}
+
+/// Looks at a connection while it is open.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Watch(Weak<TcpStream>);
+
+impl Watch {
+    fn acks(&self) -> Option<Acks> {
+        let stream = self.0.upgrade()?;
+        read_tcp_info(&stream).ok()
+    }
+
+    /// Resolves once bytes sent on this connection have waited `limit` for an acknowledgement;
+    /// never while they are acknowledged, nor once the connection is gone.
+    pub(crate) async fn stalled(&self, limit: Duration) -> Acks {
+        let start = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(step(limit)).await;
+            match self.acks() {
+                Some(acks) if stalled(acks, start.elapsed(), limit) => return acks,
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Ends the connection at once, with a reset rather than retransmissions to a host that does
+    /// not answer; hyper's task sees it closed.
+    pub(crate) fn abort(&self) {
+        if let Some(stream) = self.0.upgrade() {
+            let sock = socket2::SockRef::from(&*stream);
+            let _ = sock.set_linger(Some(Duration::ZERO));
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn read_tcp_info(stream: &TcpStream) -> io::Result<Acks> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the descriptor is open (we hold the stream), `info` and `len` describe a buffer of
+    // the right size, and the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Acks {
+        unacked: info.tcpi_unacked,
+        probes: info.tcpi_probes,
+        since_ack: Duration::from_millis(u64::from(info.tcpi_last_ack_recv)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acks(unacked: u32, probes: u8, since_ack_ms: u64) -> Acks {
+        Acks {
+            unacked,
+            probes,
+            since_ack: Duration::from_millis(since_ack_ms),
+        }
+    }
+
+    const LIMIT: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn unacknowledged_data_for_the_limit_is_a_stall() {
+        assert!(stalled(acks(1, 0, 1000), LIMIT, LIMIT));
+        assert!(stalled(acks(3, 0, 5000), Duration::from_secs(2), LIMIT));
+    }
+
+    #[test]
+    fn an_old_acknowledgement_is_not_a_stall_before_the_request_was_out_that_long() {
+        // A pooled connection idle for 2.9 s: its last ACK is old, the request was just sent.
+        assert!(!stalled(
+            acks(1, 0, 2900),
+            Duration::from_millis(300),
+            LIMIT
+        ));
+    }
+
+    #[test]
+    fn everything_acknowledged_is_never_a_stall() {
+        // Ollama thinking for minutes: nothing of ours waits.
+        assert!(!stalled(
+            acks(0, 0, 120_000),
+            Duration::from_secs(120),
+            LIMIT
+        ));
+    }
+
+    #[test]
+    fn a_closed_window_is_not_a_stall() {
+        // Seen on loopback with a reader that pauses: one probe out, the last ACK 1,044 ms old.
+        assert!(!stalled(acks(0, 1, 1044), Duration::from_secs(30), LIMIT));
+    }
+
+    #[test]
+    fn recent_acknowledgements_are_progress() {
+        assert!(!stalled(acks(5, 0, 10), Duration::from_secs(30), LIMIT));
+    }
+
+    #[test]
+    fn the_step_is_a_fraction_of_the_limit() {
+        assert_eq!(step(Duration::from_secs(1)), Duration::from_millis(125));
+        assert_eq!(step(Duration::from_secs(60)), Duration::from_millis(250));
+        assert_eq!(step(Duration::from_millis(50)), Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn tcp_info_of_a_live_loopback_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let _peer = listener.accept().await.unwrap();
+        let got = read_tcp_info(&stream).unwrap();
+        assert_eq!((got.unacked, got.probes), (0, 0));
+        let (shared, watch) = Shared::new(stream);
+        assert!(watch.acks().is_some());
+        drop(shared);
+        assert!(watch.acks().is_none(), "a closed connection is not read");
+    }
+}
