@@ -11,23 +11,21 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::backend::{Backend, Backends};
 use crate::body::OnEnd;
-use crate::cache::Cache;
 use crate::config::Config;
-use crate::driver::{Cause, Driver};
+use crate::driver::Cause;
 use crate::error::ProxyError;
 use crate::meta;
 use crate::proxy::{self, Failure, Outgoing, Timeouts};
 use crate::request::{Budget, Intake, ReadError, ReqBody};
 use crate::routes::{self, Route};
-use crate::upstream::Client;
 
 /// Everything a request needs.
 pub struct App {
     pub cfg: Config,
-    pub driver: Arc<Driver>,
-    pub client: Arc<Client>,
-    pub cache: Arc<Cache>,
+    /// The machines running Ollama.
+    pub backends: Backends,
     pub timeouts: Timeouts,
     /// Memory for buffered request bodies, shared by all requests.
     pub budget: Budget,
@@ -50,9 +48,12 @@ pub async fn handle(
     let result = match route {
         Route::NotAllowed => Err(ProxyError::MethodNotAllowed(req.method().to_string())),
         Route::Health => Ok(health(&app)),
-        Route::Root | Route::Ps => Ok(meta::always(&app, req, client, route).await),
+        Route::Root | Route::Ps => {
+            let backend = app.backends.preferred();
+            Ok(meta::always(&app, backend, req, client, route).await)
+        }
         Route::Work => work(&app, req, client).await,
-        _ => meta::meta(&app, req, client, route).await,
+        _ => meta::meta(&app, app.backends.preferred(), req, client, route).await,
     };
     result.unwrap_or_else(|e| e.into_response_for(openai))
 }
@@ -68,9 +69,11 @@ fn well_formed(req: &Request) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// The preferred machine's fields (as with a single machine), and every machine's.
 fn health(app: &App) -> Resp {
-    let d = &app.driver;
-    let body = json!({"status": "healthy", "backend": d.state().as_str(), "held": d.held(), "wakes": d.wake_cycles()});
+    let d = &app.backends.preferred().driver;
+    let all: Vec<_> = app.backends.all().iter().map(|b| b.health()).collect();
+    let body = json!({"status": "healthy", "backend": d.state().as_str(), "held": d.held(), "wakes": d.wake_cycles(), "backends": all});
     axum::Json(body).into_response()
 }
 
@@ -78,13 +81,15 @@ fn health(app: &App) -> Resp {
 /// while Ollama sleeps, so a full queue or a used-up body budget refuses it before its body is read.
 pub(crate) async fn prepare(
     app: &App,
+    backend: &Backend,
     req: Request,
     client: SocketAddr,
     may_hold: bool,
 ) -> Result<Outgoing, ProxyError> {
-    let asleep = may_hold && app.driver.can_wake() && app.driver.state().holds();
-    if asleep && app.driver.queue_full() {
-        return Err(app.driver.queue_full_error());
+    let driver = &backend.driver;
+    let asleep = may_hold && driver.can_wake() && driver.state().holds();
+    if asleep && driver.queue_full() {
+        return Err(driver.queue_full_error());
     }
     let (parts, body) = req.into_parts();
     let length = parts
@@ -105,7 +110,7 @@ pub(crate) async fn prepare(
                 tracing::warn!(budget = app.budget.total(), path = %parts.uri.path(), "body budget used up while Ollama sleeps: refusing a request");
                 ProxyError::BodyBudget {
                     budget: app.budget.describe(),
-                    retry: app.driver.retry_after(),
+                    retry: driver.retry_after(),
                 }
             }
             ReadError::Stalled(after) => ProxyError::ClientTimeout(after),
@@ -121,7 +126,7 @@ pub(crate) async fn prepare(
         parts,
         body,
         cause,
-        &app.client.upstream().authority,
+        &backend.client.upstream().authority,
         patience,
     );
     out.budget = permit;
@@ -130,10 +135,18 @@ pub(crate) async fn prepare(
 
 pub(crate) async fn send(
     app: &App,
+    backend: &Backend,
     out: &mut Outgoing,
     may_wake: bool,
 ) -> Result<proxy::Answer, Failure> {
-    proxy::forward(&app.driver, &app.client, app.timeouts, out, may_wake).await
+    proxy::forward(
+        &backend.driver,
+        &backend.client,
+        app.timeouts,
+        out,
+        may_wake,
+    )
+    .await
 }
 
 pub(crate) fn respond(
@@ -148,12 +161,13 @@ pub(crate) fn respond(
 /// Any other request: forward, waking Ollama when needed.
 async fn work(app: &App, req: Request, client: SocketAddr) -> Result<Resp, ProxyError> {
     let changes = routes::changes_models(req.method(), req.uri().path());
-    let mut out = prepare(app, req, client, true).await?;
-    let resp = send(app, &mut out, true)
+    let backend = app.backends.preferred();
+    let mut out = prepare(app, backend, req, client, true).await?;
+    let resp = send(app, backend, &mut out, true)
         .await
         .map_err(unreachable_is_502)?;
     let on_end: Option<OnEnd> = (changes && resp.0.status().is_success()).then(|| {
-        let cache = Arc::clone(&app.cache);
+        let cache = Arc::clone(&backend.cache);
         Box::new(move |_: Option<Bytes>| cache.invalidate_models()) as OnEnd
     });
     Ok(respond(app, resp, 0, on_end))

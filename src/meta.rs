@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+use crate::backend::Backend;
 use crate::body::OnEnd;
 use crate::cache::{Entry, Key};
 use crate::driver::Cause;
@@ -32,7 +33,13 @@ type Resp = Response<Body>;
 
 /// `/` and `/api/ps`: Ollama's answer when it is awake, a synthesized one otherwise (see "What is
 /// cached" in docs/behaviour.md); Ollama gets a head start of [`HEAD_START`].
-pub(crate) async fn always(app: &Arc<App>, req: Request, client: SocketAddr, route: Route) -> Resp {
+pub(crate) async fn always(
+    app: &Arc<App>,
+    backend: &Arc<Backend>,
+    req: Request,
+    client: SocketAddr,
+    route: Route,
+) -> Resp {
     let synthesized = || match route {
         Route::Ps => axum::Json(json!({"models": []})).into_response(),
         _ => (
@@ -41,23 +48,23 @@ pub(crate) async fn always(app: &Arc<App>, req: Request, client: SocketAddr, rou
         )
             .into_response(),
     };
-    if app.driver.state().holds() {
+    if backend.driver.state().holds() {
         return synthesized();
     }
-    let mut out = match prepare(app, req, client, false).await {
+    let mut out = match prepare(app, backend, req, client, false).await {
         Ok(out) => out,
         Err(e) => return e.into_response_for(false),
     };
     let attempt = {
-        let app = Arc::clone(app);
+        let (app, backend) = (Arc::clone(app), Arc::clone(backend));
         async move {
-            let answer = send(&app, &mut out, false)
+            let answer = send(&app, &backend, &mut out, false)
                 .await
                 .map_err(unreachable_is_502)?;
             Ok(respond(&app, answer, 0, None))
         }
     };
-    match head_start(app, attempt).await {
+    match head_start(app, backend, attempt).await {
         Raced::Ready(Ok(resp)) => resp,
         Raced::Ready(Err(e @ ProxyError::OutOfResource(_))) => e.into_response_for(false),
         Raced::Ready(Err(e)) => {
@@ -77,40 +84,41 @@ pub(crate) async fn always(app: &Arc<App>, req: Request, client: SocketAddr, rou
 /// "Freshness" and "Empty cache" in docs/behaviour.md).
 pub(crate) async fn meta(
     app: &Arc<App>,
+    backend: &Arc<Backend>,
     req: Request,
     client: SocketAddr,
     route: Route,
 ) -> Result<Resp, ProxyError> {
-    let mut out = prepare(app, req, client, false).await?;
+    let mut out = prepare(app, backend, req, client, false).await?;
     let key = match &route {
         Route::Version => Key::Version,
         Route::Show => match show_key(&out.body) {
             Some(k) => k,
-            None => return forward_and_keep(app, &mut out, None, true).await,
+            None => return forward_and_keep(app, backend, &mut out, None, true).await,
         },
         _ => Key::Tags,
     };
     let derived = matches!(route, Route::V1Models | Route::V1Model(_));
-    let Some(entry) = app.cache.get(&key) else {
+    let Some(entry) = backend.cache.get(&key) else {
         // Nothing cached: this may wake Ollama (see "Empty cache").
         if derived {
-            let tags = fetch_tags(app, out.cause.clone(), true)
+            let tags = fetch_tags(app, backend, out.cause.clone(), true)
                 .await
                 .map_err(unreachable_is_502)?;
             return Ok(openai_models(app, &route, &tags));
         }
-        return forward_and_keep(app, &mut out, Some(key), true).await;
+        return forward_and_keep(app, backend, &mut out, Some(key), true).await;
     };
     let fresh_list = key == Key::Tags && entry.is_fresh(app.cfg.cache_duration);
-    if fresh_list || app.driver.state().holds() {
+    if fresh_list || backend.driver.state().holds() {
         return Ok(from_cache(app, &route, &entry));
     }
     if derived {
         let attempt = {
-            let (app, cause) = (Arc::clone(app), out.cause.clone());
-            async move { fetch_tags(&app, cause, false).await }
+            let (app, backend, cause) = (Arc::clone(app), Arc::clone(backend), out.cause.clone());
+            async move { fetch_tags(&app, &backend, cause, false).await }
         };
-        return match head_start(app, attempt).await {
+        return match head_start(app, backend, attempt).await {
             Raced::Ready(Ok(tags)) => Ok(openai_models(app, &route, &tags)),
             // Ollama did answer: the older list is not its answer.
             Raced::Ready(Err(Failure::Error(e))) if is_tags_not_text(&e) => Err(e),
@@ -121,10 +129,10 @@ pub(crate) async fn meta(
         };
     }
     let attempt = {
-        let app = Arc::clone(app);
-        async move { forward_and_keep(&app, &mut out, Some(key), false).await }
+        let (app, backend) = (Arc::clone(app), Arc::clone(backend));
+        async move { forward_and_keep(&app, &backend, &mut out, Some(key), false).await }
     };
-    match head_start(app, attempt).await {
+    match head_start(app, backend, attempt).await {
         Raced::Ready(Ok(resp)) => Ok(resp),
         Raced::Ready(Err(e)) => {
             tracing::debug!(error = %e, "Ollama did not answer; serving the cached copy");
@@ -160,10 +168,11 @@ enum Raced<T> {
 /// Runs `attempt` in a task of its own and waits for it at most [`HEAD_START`].
 async fn head_start<T: Send + 'static>(
     app: &App,
+    backend: &Backend,
     attempt: impl Future<Output = T> + Send + 'static,
 ) -> Raced<T> {
     // Ollama answered a moment ago: no head start needed (and no task hop on the hot path).
-    if app.driver.heard_recently() {
+    if backend.driver.heard_recently() {
         return Raced::Ready(attempt.await);
     }
     // Each attempt that outlives its head start holds a connection to Ollama: while Ollama does
@@ -199,18 +208,21 @@ fn finish_in_background(task: JoinHandle<Result<Resp, ProxyError>>) {
 /// Forwards and keeps a successful answer in the cache under `key`.
 async fn forward_and_keep(
     app: &App,
+    backend: &Backend,
     out: &mut Outgoing,
     key: Option<Key>,
     may_wake: bool,
 ) -> Result<Resp, ProxyError> {
     let is_head = out.method == Method::HEAD;
-    let resp = send(app, out, may_wake).await.map_err(unreachable_is_502)?;
+    let resp = send(app, backend, out, may_wake)
+        .await
+        .map_err(unreachable_is_502)?;
     let keep = key.filter(|_| resp.0.status() == StatusCode::OK && !is_head);
     let Some(key) = keep else {
         return Ok(respond(app, resp, 0, None));
     };
     let content_type = content_type(resp.0.headers());
-    let cache = Arc::clone(&app.cache);
+    let cache = Arc::clone(&backend.cache);
     let on_end: OnEnd = Box::new(move |body| {
         if let Some(body) = body {
             // A body that is not text is not kept; `store` says so.
@@ -228,12 +240,17 @@ fn content_type(h: &axum::http::HeaderMap) -> String {
 }
 
 /// `GET /api/tags` on behalf of `/v1/models`: stored, and returned as stored.
-async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Failure> {
+async fn fetch_tags(
+    app: &App,
+    backend: &Backend,
+    cause: Cause,
+    may_wake: bool,
+) -> Result<Entry, Failure> {
     let mut headers = axum::http::HeaderMap::new();
     crate::headers::upstream_request(
         &mut headers,
         cause.client.ip(),
-        &app.client.upstream().authority,
+        &backend.client.upstream().authority,
     );
     let mut out = Outgoing {
         method: Method::GET,
@@ -244,7 +261,7 @@ async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Fa
         patience: Patience::Simple,
         budget: None,
     };
-    let (resp, lease) = send(app, &mut out, may_wake).await?;
+    let (resp, lease) = send(app, backend, &mut out, may_wake).await?;
     let status = resp.status();
     let ct = content_type(resp.headers());
     let limit = app.timeouts.model;
@@ -259,7 +276,8 @@ async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Fa
         return Err(ProxyError::Upstream(format!("/api/tags answered {status}")).into());
     }
     // This answer, as stored: never an older entry in its place.
-    app.cache
+    backend
+        .cache
         .store(Key::Tags, body, &ct)
         .map_err(|e| Failure::Error(tags_not_text(e)))
 }

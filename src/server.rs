@@ -10,16 +10,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::Cache;
+use crate::backend::{Backend, Backends, DriverShared, Spec};
 use crate::config::Config;
 use crate::conn::ClientTimeouts;
-use crate::driver::{Driver, DriverConfig};
 use crate::handler::{handle, App};
 use crate::listen::{accept_loop, default_max_connections, raise_nofile};
 use crate::proxy::Timeouts;
 use crate::request::Budget;
-use crate::upstream::Client;
-use crate::wake::Waker;
 
 /// How long in-flight responses may go on after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -32,7 +29,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener address")?;
-    let (client, driver) = backend(&cfg, &shutdown)?;
+    let backends = backends(&cfg, &shutdown)?;
     let nofile = raise_nofile();
     let max_connections = cfg
         .max_connections
@@ -41,10 +38,14 @@ pub async fn run(
         header: cfg.client_header_timeout,
         idle: cfg.client_idle_timeout,
     };
-    let cache = Arc::new(Cache::load(cfg.cache_file.clone()).context("cannot use the cache file")?);
-    tokio::spawn(Arc::clone(&client).reap_until(shutdown.clone()));
     let persist_stop = CancellationToken::new();
-    let persist = tokio::spawn(Arc::clone(&cache).persist(persist_stop.clone()));
+    let mut persist = Vec::new();
+    for b in backends.all() {
+        tokio::spawn(Arc::clone(&b.client).reap_until(shutdown.clone()));
+        persist.push(tokio::spawn(
+            Arc::clone(&b.cache).persist(persist_stop.clone()),
+        ));
+    }
     tracing::info!(
         listen = %local,
         ollama = %cfg.ollama.upstream.url(""),
@@ -62,11 +63,10 @@ pub async fn run(
         budget: Budget::new(cfg.body_budget),
         attempts: Arc::new(tokio::sync::Semaphore::new(crate::meta::MAX_ATTEMPTS)),
         cfg,
-        driver: Arc::clone(&driver),
-        client,
-        cache,
+        backends,
     };
-    let router = Router::new().fallback(handle).with_state(Arc::new(app));
+    let app = Arc::new(app);
+    let router = Router::new().fallback(handle).with_state(Arc::clone(&app));
     // systemd (Type=notify): ready only now that the socket is bound; a no-op outside systemd.
     let status = format!("listening on {local}");
     notify(&[
@@ -84,48 +84,45 @@ pub async fn run(
         connections,
     )
     .await;
-    wind_down(&driver, tracker).await;
+    wind_down(&app.backends, tracker).await;
     persist_stop.cancel();
-    let _ = persist.await;
+    for task in persist {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The connection pool to Ollama and the driver of its state and wake cycles.
-fn backend(
-    cfg: &Config,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<(Arc<Client>, Arc<Driver>)> {
-    let client = Arc::new(Client::new(
-        cfg.ollama.upstream.clone(),
-        cfg.ollama.connect_timeout,
-    ));
-    let waker = if cfg.wake.is_enabled() {
-        Some(Arc::new(
-            Waker::new(&cfg.wake).context("cannot prepare Wake-on-LAN")?,
-        ))
-    } else {
-        None
-    };
-    let settings = DriverConfig {
-        wake_timeout: cfg.ollama.wake_timeout,
-        connect_timeout: cfg.ollama.connect_timeout,
-        probe_timeout: cfg.ollama.connect_timeout + cfg.timeout,
+/// The machines: one named `default` built from OLLAMA_URL and the wake options.
+fn backends(cfg: &Config, shutdown: &CancellationToken) -> anyhow::Result<Backends> {
+    let shared = DriverShared {
+        timeout: cfg.timeout,
         wake_interval: cfg.wake_interval,
         max_queue: cfg.max_queue,
     };
-    let driver = Driver::new(waker, Arc::clone(&client), settings, shutdown.clone());
-    Ok((client, Arc::new(driver)))
+    let spec = Spec {
+        name: "default",
+        priority: 0,
+        always_on: false,
+        ollama: &cfg.ollama,
+        wake: &cfg.wake,
+        cache_file: cfg.cache_file.clone(),
+    };
+    let backend = Backend::build(&spec, &shared, shutdown)?;
+    Backends::new(vec![Arc::new(backend)])
 }
 
 /// After the accept loop stopped: held requests get 503, open responses get [`SHUTDOWN_GRACE`].
-async fn wind_down(driver: &Driver, connections: TaskTracker) {
+async fn wind_down(backends: &Backends, connections: TaskTracker) {
     notify(&[sd_notify::NotifyState::Stopping]);
+    let held: usize = backends.all().iter().map(|b| b.driver.held()).sum();
     tracing::info!(
-        held = driver.held(),
+        held,
         "shutting down: held requests get 503, streams may finish"
     );
-    driver.stop();
+    for b in backends.all() {
+        b.driver.stop();
+    }
     connections.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
         .await

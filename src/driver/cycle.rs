@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::probe::{Probe, Probes};
 use super::{Driver, Held, Release, PROBE_INTERVAL, RESEND_INTERVAL};
-use crate::backend::{Event, State};
+use crate::backend::machine::{Event, State};
 use crate::upstream::Client;
 
 impl Driver {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Action, Event, Machine, State};
+use crate::backend::machine::{Action, Event, Machine, State};
 use crate::error::ProxyError;
 use crate::upstream::Client;
 use crate::wake::Waker;

@@ -19,16 +19,24 @@ pub struct Host {
     pub fake: Arc<Mutex<Option<Fake>>>,
     /// How long a woken host stays silent before it answers again (resuming from suspend).
     pub resume_ms: AtomicU64,
+    /// The MAC its magic packets carry.
+    pub mac: String,
 }
 
 impl Host {
-    /// The namespace host, asleep (`listening` = Ollama already runs, as on a suspended PC).
+    /// The namespace host with [`MAC`] and one model (`listening` = Ollama already runs, as on a
+    /// suspended PC).
     pub fn new(net: Net, listening: bool) -> Host {
+        Self::machine(net, listening, MAC, &["llama3.2:latest"])
+    }
+
+    /// A host with its own MAC and model list.
+    pub fn machine(net: Net, listening: bool, mac: &str, models: &[&str]) -> Host {
         let net = Arc::new(net);
         let state = Arc::new(FakeState {
             knobs: Knobs::default(),
             log: Log::default(),
-            models: Mutex::new(vec!["llama3.2:latest".into()]),
+            models: Mutex::new(models.iter().map(|m| m.to_string()).collect()),
         });
         let host = Host {
             net,
@@ -37,6 +45,7 @@ impl Host {
             packets: Arc::new(AtomicUsize::new(0)),
             fake: Arc::new(Mutex::new(None)),
             resume_ms: AtomicU64::new(0),
+            mac: mac.to_string(),
         };
         if listening {
             host.listen();
@@ -68,7 +77,7 @@ impl Host {
             .run_inside(|| std::net::UdpSocket::bind("0.0.0.0:9").unwrap());
         sock.set_nonblocking(true).unwrap();
         let sock = tokio::net::UdpSocket::from_std(sock).unwrap();
-        let expected = wol::MagicPacket::new(MAC.parse().unwrap(), None);
+        let expected = wol::MagicPacket::new(self.mac.parse().unwrap(), None);
         let host = Arc::clone(self);
         tokio::spawn(async move {
             let mut buf = [0u8; 512];
@@ -97,7 +106,7 @@ impl Host {
             "--ollama-url",
             &url,
             "--mac",
-            MAC,
+            &self.mac,
             "--broadcast",
             &bcast,
             "--wol-port",
