@@ -1,8 +1,12 @@
 //! Validated configuration: turns the raw CLI/environment strings into typed settings, or one clear error.
 
+mod backends;
+mod file;
+mod layer;
 mod parse;
 mod wake;
 
+pub use backends::BackendConfig;
 pub use parse::ConfigError;
 #[cfg(test)]
 pub(crate) use parse::Secret;
@@ -17,6 +21,8 @@ use reqwest::Url;
 
 use crate::cli::{OllamaArgs, ServeArgs};
 use crate::units::{parse_size, Unit};
+use file::ConfigFile;
+use layer::{default, Layer};
 use parse::{duration, nonzero, nonzero_number, positive};
 
 /// Where Ollama lives: plain HTTP, host, port and an optional path prefix.
@@ -56,8 +62,10 @@ pub struct OllamaConfig {
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Ollama's address and the timeouts for reaching it.
+    /// The preferred backend's address and timeouts (`backends[0].ollama`).
     pub ollama: OllamaConfig,
+    /// Every machine, preferred first; one named `default` without `[[backend]]` tables in a file.
+    pub backends: Vec<BackendConfig>,
     /// The address the proxy listens on (BIND and PORT).
     pub bind: SocketAddr,
     /// Simple requests: longest wait for Ollama's response headers (TIMEOUT_SECONDS).
@@ -68,7 +76,7 @@ pub struct Config {
     pub wake_interval: Duration,
     /// How long a cached answer is fresh (CACHE_DURATION).
     pub cache_duration: Duration,
-    /// How to wake the host: magic packets and/or an HTTP wake URL.
+    /// How to wake the preferred backend (`backends[0].wake`).
     pub wake: WakeConfig,
     /// Most requests held at once while Ollama wakes (MAX_QUEUE).
     pub max_queue: usize,
@@ -89,13 +97,21 @@ pub struct Config {
 impl OllamaConfig {
     pub fn from_args(args: &OllamaArgs) -> Result<Self, ConfigError> {
         Ok(OllamaConfig {
-            upstream: parse_upstream(&args.ollama_url)?,
+            upstream: parse_upstream(args.ollama_url.as_deref().unwrap_or(default::OLLAMA_URL))?,
             connect_timeout: nonzero(
                 "--connect-timeout",
                 "CONNECT_TIMEOUT",
-                &args.connect_timeout,
+                args.connect_timeout
+                    .as_deref()
+                    .unwrap_or(default::CONNECT_TIMEOUT),
             )?,
-            wake_timeout: nonzero("--wake-timeout", "WAKE_TIMEOUT", &args.wake_timeout)?,
+            wake_timeout: nonzero(
+                "--wake-timeout",
+                "WAKE_TIMEOUT",
+                args.wake_timeout
+                    .as_deref()
+                    .unwrap_or(default::WAKE_TIMEOUT),
+            )?,
         })
     }
 }
@@ -133,68 +149,97 @@ fn parse_upstream(value: &str) -> Result<Upstream, ConfigError> {
 }
 
 impl Config {
-    /// Checks and converts the options of `serve`, or names the first bad one.
+    /// Checks and converts the options of `serve` and the config file they name, or names the first
+    /// bad one (see "Configuration" and "Configuration file" in docs/behaviour.md).
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let ip: IpAddr = args
-            .bind
-            .trim()
-            .parse()
-            .map_err(|_| bad("--bind", "BIND", &args.bind, "not an IP address"))?;
-        let port: u16 = number("--port", "PORT", &args.port)?;
-        let ollama = OllamaConfig::from_args(&args.ollama)?;
+        let file = args.config.as_deref().map(ConfigFile::load).transpose()?;
+        let l = Layer {
+            file: file.as_ref(),
+        };
+        let ip: IpAddr = l.get(&args.bind, "bind", default::BIND, |v| {
+            v.trim()
+                .parse()
+                .map_err(|_| bad("--bind", "BIND", v, "not an IP address"))
+        })?;
+        let port: u16 = l.get(&args.port, "port", default::PORT, |v| {
+            number("--port", "PORT", v)
+        })?;
         let bind = SocketAddr::new(ip, port);
-        if points_at(&ollama.upstream, bind) {
-            return Err(bad(
-                "--ollama-url",
-                "OLLAMA_URL",
-                &args.ollama.ollama_url,
-                format!(
-                    "points back at this proxy ({bind}); set OLLAMA_URL to your Ollama server, \
-                     e.g. http://192.168.1.50:11434"
-                ),
-            ));
-        }
-        let minutes = |flag, env, value| duration(flag, env, value, Unit::Minutes);
+        let backends = backends::build(&l, args, bind)?;
+        let Some(preferred) = backends.first().cloned() else {
+            return Err(bad("--config", "CONFIG", "", "no backend"));
+        };
+        let minutes = |flag, env| move |v: &str| duration(flag, env, v, Unit::Minutes);
+        let seconds = |flag, env| move |v: &str| nonzero(flag, env, v);
+        let size = |flag, env| move |v: &str| parse_size(v).map_err(|e| bad(flag, env, v, e));
         Ok(Config {
-            ollama,
+            ollama: preferred.ollama,
+            wake: preferred.wake,
+            backends,
             bind,
-            timeout: nonzero("--timeout", "TIMEOUT_SECONDS", &args.timeout)?,
-            model_timeout: nonzero(
-                "--model-timeout",
-                "MODEL_TIMEOUT_SECONDS",
+            timeout: l.get(
+                &args.timeout,
+                "timeout",
+                default::TIMEOUT,
+                seconds("--timeout", "TIMEOUT_SECONDS"),
+            )?,
+            model_timeout: l.get(
                 &args.model_timeout,
+                "model_timeout",
+                default::MODEL_TIMEOUT,
+                seconds("--model-timeout", "MODEL_TIMEOUT_SECONDS"),
             )?,
-            wake_interval: minutes("--wake-interval", "WAKE_INTERVAL", &args.wake_interval)?,
-            cache_duration: minutes("--cache-duration", "CACHE_DURATION", &args.cache_duration)?,
-            wake: WakeConfig::from_args(&args.wake)?,
-            max_queue: nonzero_number("--max-queue", "MAX_QUEUE", &args.max_queue)?,
-            max_held_body: parse_size(&args.max_held_body)
-                .map_err(|e| bad("--max-held-body", "MAX_HELD_BODY", &args.max_held_body, e))?,
-            cache_file: args
-                .cache_file
-                .as_ref()
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
-            max_connections: match &args.max_connections {
-                Some(v) => Some(nonzero_number("--max-connections", "MAX_CONNECTIONS", v)?),
-                None => None,
-            },
-            body_budget: positive(
-                "--body-budget",
-                "BODY_BUDGET",
+            wake_interval: l.get(
+                &args.wake_interval,
+                "wake_interval",
+                default::WAKE_INTERVAL,
+                minutes("--wake-interval", "WAKE_INTERVAL"),
+            )?,
+            cache_duration: l.get(
+                &args.cache_duration,
+                "cache_duration",
+                default::CACHE_DURATION,
+                minutes("--cache-duration", "CACHE_DURATION"),
+            )?,
+            max_queue: l.get(&args.max_queue, "max_queue", default::MAX_QUEUE, |v| {
+                nonzero_number("--max-queue", "MAX_QUEUE", v)
+            })?,
+            max_held_body: l.get(
+                &args.max_held_body,
+                "max_held_body",
+                default::MAX_HELD_BODY,
+                size("--max-held-body", "MAX_HELD_BODY"),
+            )?,
+            cache_file: l
+                .get_opt(&args.cache_file, "cache_file", |v| Ok(PathBuf::from(v)))?
+                .filter(|p| !p.as_os_str().is_empty()),
+            max_connections: l.get_opt(&args.max_connections, "max_connections", |v| {
+                nonzero_number("--max-connections", "MAX_CONNECTIONS", v)
+            })?,
+            body_budget: l.get(
                 &args.body_budget,
-                parse_size(&args.body_budget)
-                    .map_err(|e| bad("--body-budget", "BODY_BUDGET", &args.body_budget, e))?,
+                "body_budget",
+                default::BODY_BUDGET,
+                |v| {
+                    positive(
+                        "--body-budget",
+                        "BODY_BUDGET",
+                        v,
+                        size("--body-budget", "BODY_BUDGET")(v)?,
+                    )
+                },
             )?,
-            client_header_timeout: nonzero(
-                "--client-header-timeout",
-                "CLIENT_HEADER_TIMEOUT",
+            client_header_timeout: l.get(
                 &args.client_header_timeout,
+                "client_header_timeout",
+                default::CLIENT_HEADER_TIMEOUT,
+                seconds("--client-header-timeout", "CLIENT_HEADER_TIMEOUT"),
             )?,
-            client_idle_timeout: nonzero(
-                "--client-idle-timeout",
-                "CLIENT_IDLE_TIMEOUT",
+            client_idle_timeout: l.get(
                 &args.client_idle_timeout,
+                "client_idle_timeout",
+                default::CLIENT_IDLE_TIMEOUT,
+                seconds("--client-idle-timeout", "CLIENT_IDLE_TIMEOUT"),
             )?,
         })
     }
@@ -213,5 +258,7 @@ fn points_at(upstream: &Upstream, bind: SocketAddr) -> bool {
     }
 }
 
+#[cfg(test)]
+mod file_tests;
 #[cfg(test)]
 mod tests;
