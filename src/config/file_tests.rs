@@ -319,3 +319,17 @@ fn help_shows_the_defaults_config_applies() {
         );
     }
 }
+
+#[test]
+fn the_readme_example_is_a_valid_file() {
+    let readme = include_str!("../../README.md");
+    let example = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap();
+    let c = with_file(example, &[]).0.unwrap();
+    let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["desktop", "minipc"]);
+    assert!(c.backends[1].always_on);
+}
