@@ -47,15 +47,15 @@ pub(super) fn build(
     let timeouts = Timeouts {
         connect: layer.get(
             &args.ollama.connect_timeout,
-            "connect_timeout",
+            ("--connect-timeout", "CONNECT_TIMEOUT"),
             default::CONNECT_TIMEOUT,
-            |v| nonzero("--connect-timeout", "CONNECT_TIMEOUT", v),
+            nonzero,
         )?,
         wake: layer.get(
             &args.ollama.wake_timeout,
-            "wake_timeout",
+            ("--wake-timeout", "WAKE_TIMEOUT"),
             default::WAKE_TIMEOUT,
-            |v| nonzero("--wake-timeout", "WAKE_TIMEOUT", v),
+            nonzero,
         )?,
     };
     match layer.file.filter(|f| !f.raw.backend.is_empty()) {

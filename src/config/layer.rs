@@ -65,19 +65,36 @@ impl RawFile {
     }
 }
 
+/// A flag and its environment variable, as errors name them.
+pub(super) type Flag = (&'static str, &'static str);
+
+/// A check of one option's text, given the flag and variable its errors name.
+pub(super) trait Check<T>:
+    FnOnce(&'static str, &'static str, &str) -> Result<T, ConfigError>
+{
+}
+impl<T, F: FnOnce(&'static str, &'static str, &str) -> Result<T, ConfigError>> Check<T> for F {}
+
+/// The file's key of a flag: `--model-timeout` is `model_timeout`.
+fn file_key(flag: &str) -> String {
+    flag.trim_start_matches("--").replace('-', "_")
+}
+
 impl<'a> Layer<'a> {
-    /// The global option `key`: `arg` (flag or environment) if set, else the file's, else
-    /// `default`, checked by `parse`. A bad value from the file is reported at its place in the file.
+    /// The global option of `flag`: `arg` (flag or environment) if set, else the file's (under the
+    /// flag's name, lowercase with `_`), else `default`, checked by `check`. A bad value from the
+    /// file is reported at its place in the file.
     pub fn get<T>(
         &self,
         arg: &'a Option<String>,
-        key: &str,
+        (flag, env): Flag,
         default: &'a str,
-        parse: impl FnOnce(&str) -> Result<T, ConfigError>,
+        check: impl Check<T>,
     ) -> Result<T, ConfigError> {
-        match self.pick(arg, key) {
-            Some(picked) => self.check(picked, key, parse),
-            None => parse(default),
+        let key = file_key(flag);
+        match self.pick(arg, &key) {
+            Some(picked) => self.check(picked, &key, |v| check(flag, env, v)),
+            None => check(flag, env, default),
         }
     }
 
@@ -85,11 +102,12 @@ impl<'a> Layer<'a> {
     pub fn get_opt<T>(
         &self,
         arg: &'a Option<String>,
-        key: &str,
-        parse: impl FnOnce(&str) -> Result<T, ConfigError>,
+        (flag, env): Flag,
+        check: impl Check<T>,
     ) -> Result<Option<T>, ConfigError> {
-        self.pick(arg, key)
-            .map(|picked| self.check(picked, key, parse))
+        let key = file_key(flag);
+        self.pick(arg, &key)
+            .map(|picked| self.check(picked, &key, |v| check(flag, env, v)))
             .transpose()
     }
 

@@ -156,22 +156,13 @@ impl Config {
         let l = Layer {
             file: file.as_ref(),
         };
-        let ip: IpAddr = l.get(&args.bind, "bind", default::BIND, |v| {
-            v.trim()
-                .parse()
-                .map_err(|_| bad("--bind", "BIND", v, "not an IP address"))
-        })?;
-        let port: u16 = l.get(&args.port, "port", default::PORT, |v| {
-            number("--port", "PORT", v)
-        })?;
+        let ip = l.get(&args.bind, ("--bind", "BIND"), default::BIND, ip_address)?;
+        let port = l.get(&args.port, ("--port", "PORT"), default::PORT, number)?;
         let bind = SocketAddr::new(ip, port);
         let backends = backends::build(&l, args, bind)?;
         let Some(preferred) = backends.first().cloned() else {
             return Err(bad("--config", "CONFIG", "", "no backend"));
         };
-        let minutes = |flag, env| move |v: &str| duration(flag, env, v, Unit::Minutes);
-        let seconds = |flag, env| move |v: &str| nonzero(flag, env, v);
-        let size = |flag, env| move |v: &str| parse_size(v).map_err(|e| bad(flag, env, v, e));
         Ok(Config {
             ollama: preferred.ollama,
             wake: preferred.wake,
@@ -179,70 +170,89 @@ impl Config {
             bind,
             timeout: l.get(
                 &args.timeout,
-                "timeout",
+                ("--timeout", "TIMEOUT_SECONDS"),
                 default::TIMEOUT,
-                seconds("--timeout", "TIMEOUT_SECONDS"),
+                nonzero,
             )?,
             model_timeout: l.get(
                 &args.model_timeout,
-                "model_timeout",
+                ("--model-timeout", "MODEL_TIMEOUT_SECONDS"),
                 default::MODEL_TIMEOUT,
-                seconds("--model-timeout", "MODEL_TIMEOUT_SECONDS"),
+                nonzero,
             )?,
             wake_interval: l.get(
                 &args.wake_interval,
-                "wake_interval",
+                ("--wake-interval", "WAKE_INTERVAL"),
                 default::WAKE_INTERVAL,
-                minutes("--wake-interval", "WAKE_INTERVAL"),
+                minutes,
             )?,
             cache_duration: l.get(
                 &args.cache_duration,
-                "cache_duration",
+                ("--cache-duration", "CACHE_DURATION"),
                 default::CACHE_DURATION,
-                minutes("--cache-duration", "CACHE_DURATION"),
+                minutes,
             )?,
-            max_queue: l.get(&args.max_queue, "max_queue", default::MAX_QUEUE, |v| {
-                nonzero_number("--max-queue", "MAX_QUEUE", v)
-            })?,
+            max_queue: l.get(
+                &args.max_queue,
+                ("--max-queue", "MAX_QUEUE"),
+                default::MAX_QUEUE,
+                nonzero_number,
+            )?,
             max_held_body: l.get(
                 &args.max_held_body,
-                "max_held_body",
+                ("--max-held-body", "MAX_HELD_BODY"),
                 default::MAX_HELD_BODY,
-                size("--max-held-body", "MAX_HELD_BODY"),
+                size,
             )?,
             cache_file: l
-                .get_opt(&args.cache_file, "cache_file", |v| Ok(PathBuf::from(v)))?
+                .get_opt(
+                    &args.cache_file,
+                    ("--cache-file", "CACHE_FILE"),
+                    |_, _, v| Ok(PathBuf::from(v)),
+                )?
                 .filter(|p| !p.as_os_str().is_empty()),
-            max_connections: l.get_opt(&args.max_connections, "max_connections", |v| {
-                nonzero_number("--max-connections", "MAX_CONNECTIONS", v)
-            })?,
+            max_connections: l.get_opt(
+                &args.max_connections,
+                ("--max-connections", "MAX_CONNECTIONS"),
+                nonzero_number,
+            )?,
             body_budget: l.get(
                 &args.body_budget,
-                "body_budget",
+                ("--body-budget", "BODY_BUDGET"),
                 default::BODY_BUDGET,
-                |v| {
-                    positive(
-                        "--body-budget",
-                        "BODY_BUDGET",
-                        v,
-                        size("--body-budget", "BODY_BUDGET")(v)?,
-                    )
-                },
+                |f, e, v| positive(f, e, v, size(f, e, v)?),
             )?,
             client_header_timeout: l.get(
                 &args.client_header_timeout,
-                "client_header_timeout",
+                ("--client-header-timeout", "CLIENT_HEADER_TIMEOUT"),
                 default::CLIENT_HEADER_TIMEOUT,
-                seconds("--client-header-timeout", "CLIENT_HEADER_TIMEOUT"),
+                nonzero,
             )?,
             client_idle_timeout: l.get(
                 &args.client_idle_timeout,
-                "client_idle_timeout",
+                ("--client-idle-timeout", "CLIENT_IDLE_TIMEOUT"),
                 default::CLIENT_IDLE_TIMEOUT,
-                seconds("--client-idle-timeout", "CLIENT_IDLE_TIMEOUT"),
+                nonzero,
             )?,
         })
     }
+}
+
+/// An IP address to listen on.
+fn ip_address(flag: &'static str, env: &'static str, v: &str) -> Result<IpAddr, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| bad(flag, env, v, "not an IP address"))
+}
+
+/// A duration in minutes when given as a plain number.
+fn minutes(flag: &'static str, env: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    duration(flag, env, v, Unit::Minutes)
+}
+
+/// A size in bytes, or with a unit.
+fn size(flag: &'static str, env: &'static str, v: &str) -> Result<u64, ConfigError> {
+    parse_size(v).map_err(|e| bad(flag, env, v, e))
 }
 
 /// True when `upstream` is this proxy's own listening address.
