@@ -13,7 +13,9 @@ RUN cargo build --release --locked --bin ollama-proxy \
 
 FROM scratch
 COPY --from=build /out/ /
-# The metadata cache lives on a volume so it survives new containers.
+# The metadata cache lives on a volume so it survives new containers. A config file for several
+# machines (README.md, "Several machines") is mounted in /config, readable by user 65534, and named
+# with -e CONFIG=/config/config.toml.
 ENV CACHE_FILE=/data/cache.json \
     PORT=11434
 VOLUME ["/data"]

@@ -1,4 +1,5 @@
-//! Command-line interface: flags, their environment variables and defaults (values checked in `config`).
+//! Command-line interface: flags and their environment variables (defaults applied and values
+//! checked in `config`, after the config file: see "Configuration" in docs/behaviour.md).
 
 use clap::{Args, Parser, Subcommand};
 
@@ -34,49 +35,55 @@ pub enum Command {
 /// Options of `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML file with global options and `[[backend]]` tables, one per machine (flags and
+    /// environment beat the file's global options).
+    #[arg(long, env = "CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Where Ollama is and how long to wait for it.
     #[command(flatten)]
     pub ollama: OllamaArgs,
-    /// Listening address.
-    #[arg(long, env = "BIND", default_value = "0.0.0.0")]
-    pub bind: String,
-    /// Listening port.
-    #[arg(long, env = "PORT", default_value = "11434")]
-    pub port: String,
-    /// Simple requests: longest wait for Ollama's response headers (seconds, or 10s, 1m).
-    #[arg(long, env = "TIMEOUT_SECONDS", default_value = "10")]
-    pub timeout: String,
-    /// Inference and transfers: longest silence from Ollama (seconds, or 30s, 5m).
-    #[arg(long, env = "MODEL_TIMEOUT_SECONDS", default_value = "30")]
-    pub model_timeout: String,
-    /// After this long without hearing from Ollama, wake it with the next request (minutes, or 90s).
-    #[arg(long, env = "WAKE_INTERVAL", default_value = "10")]
-    pub wake_interval: String,
-    /// How long a cached model list is fresh (minutes, or 90s).
-    #[arg(long, env = "CACHE_DURATION", default_value = "30")]
-    pub cache_duration: String,
+    /// Listening address [default: 0.0.0.0]
+    #[arg(long, env = "BIND")]
+    pub bind: Option<String>,
+    /// Listening port [default: 11434]
+    #[arg(long, env = "PORT")]
+    pub port: Option<String>,
+    /// Simple requests: longest wait for Ollama's response headers (seconds, or 10s, 1m)
+    /// [default: 10]
+    #[arg(long, env = "TIMEOUT_SECONDS")]
+    pub timeout: Option<String>,
+    /// Inference and transfers: longest silence from Ollama (seconds, or 30s, 5m) [default: 30]
+    #[arg(long, env = "MODEL_TIMEOUT_SECONDS")]
+    pub model_timeout: Option<String>,
+    /// After this long without hearing from Ollama, wake it with the next request (minutes, or
+    /// 90s) [default: 10]
+    #[arg(long, env = "WAKE_INTERVAL")]
+    pub wake_interval: Option<String>,
+    /// How long a cached model list is fresh (minutes, or 90s) [default: 30]
+    #[arg(long, env = "CACHE_DURATION")]
+    pub cache_duration: Option<String>,
     /// How to wake the host.
     #[command(flatten)]
     pub wake: WakeArgs,
-    /// Most requests held at once while Ollama wakes.
-    #[arg(long, env = "MAX_QUEUE", default_value = "512")]
-    pub max_queue: String,
-    /// Largest request body buffered for replay (bytes, or 16MiB).
-    #[arg(long, env = "MAX_HELD_BODY", default_value = "16MiB")]
-    pub max_held_body: String,
+    /// Most requests held at once while Ollama wakes [default: 512]
+    #[arg(long, env = "MAX_QUEUE")]
+    pub max_queue: Option<String>,
+    /// Largest request body buffered for replay (bytes, or 16MiB) [default: 16MiB]
+    #[arg(long, env = "MAX_HELD_BODY")]
+    pub max_held_body: Option<String>,
     /// Most client connections served at once; more wait in the listen backlog [default: derived
     /// from the open-file limit, leaving room for connections to Ollama].
     #[arg(long, env = "MAX_CONNECTIONS")]
     pub max_connections: Option<String>,
-    /// Memory for all request bodies buffered at once (bytes, or 256MiB).
-    #[arg(long, env = "BODY_BUDGET", default_value = "256MiB")]
-    pub body_budget: String,
-    /// A client must send a request's headers within this (seconds, or 60s, 1m).
-    #[arg(long, env = "CLIENT_HEADER_TIMEOUT", default_value = "60")]
-    pub client_header_timeout: String,
-    /// An idle keep-alive client connection is closed after this (seconds, or 75s).
-    #[arg(long, env = "CLIENT_IDLE_TIMEOUT", default_value = "75")]
-    pub client_idle_timeout: String,
+    /// Memory for all request bodies buffered at once (bytes, or 256MiB) [default: 256MiB]
+    #[arg(long, env = "BODY_BUDGET")]
+    pub body_budget: Option<String>,
+    /// A client must send a request's headers within this (seconds, or 60s, 1m) [default: 60]
+    #[arg(long, env = "CLIENT_HEADER_TIMEOUT")]
+    pub client_header_timeout: Option<String>,
+    /// An idle keep-alive client connection is closed after this (seconds, or 75s) [default: 75]
+    #[arg(long, env = "CLIENT_IDLE_TIMEOUT")]
+    pub client_idle_timeout: Option<String>,
     /// Persist the metadata cache in this file.
     #[arg(long, env = "CACHE_FILE")]
     pub cache_file: Option<String>,
@@ -85,15 +92,15 @@ pub struct ServeArgs {
 /// Where Ollama is and how long to wait for it.
 #[derive(Debug, Clone, Args)]
 pub struct OllamaArgs {
-    /// The Ollama server (path prefix allowed).
-    #[arg(long, env = "OLLAMA_URL", default_value = "http://localhost:11434")]
-    pub ollama_url: String,
-    /// A TCP connect slower than this means "asleep" (seconds, or 500ms).
-    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "2s")]
-    pub connect_timeout: String,
-    /// A wake gives up this long after it started (seconds, or 2m).
-    #[arg(long, env = "WAKE_TIMEOUT", default_value = "120s")]
-    pub wake_timeout: String,
+    /// The Ollama server (path prefix allowed) [default: http://localhost:11434]
+    #[arg(long, env = "OLLAMA_URL")]
+    pub ollama_url: Option<String>,
+    /// A TCP connect slower than this means "asleep" (seconds, or 500ms) [default: 2s]
+    #[arg(long, env = "CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<String>,
+    /// A wake gives up this long after it started (seconds, or 2m) [default: 120s]
+    #[arg(long, env = "WAKE_TIMEOUT")]
+    pub wake_timeout: Option<String>,
 }
 
 /// How to wake the host: magic packets and/or an HTTP wake URL.
@@ -102,12 +109,13 @@ pub struct WakeArgs {
     /// Target MAC address; set = magic-packet waking on.
     #[arg(long, env = "WOL_MAC")]
     pub mac: Option<String>,
-    /// Comma-separated magic packet destinations (broadcast or unicast IPv4 addresses).
-    #[arg(long, env = "WOL_BROADCAST", default_value = "255.255.255.255")]
-    pub broadcast: String,
-    /// UDP port of the magic packet.
-    #[arg(long, env = "WOL_PORT", default_value = "9")]
-    pub wol_port: String,
+    /// Comma-separated magic packet destinations (broadcast or unicast IPv4 addresses)
+    /// [default: 255.255.255.255]
+    #[arg(long, env = "WOL_BROADCAST")]
+    pub broadcast: Option<String>,
+    /// UDP port of the magic packet [default: 9]
+    #[arg(long, env = "WOL_PORT")]
+    pub wol_port: Option<String>,
     /// Send magic packets out of this interface (needs CAP_NET_RAW).
     #[arg(long, env = "WOL_INTERFACE")]
     pub interface: Option<String>,

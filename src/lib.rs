@@ -25,6 +25,7 @@ pub(crate) mod outbound;
 pub(crate) mod proxy;
 pub(crate) mod request;
 pub(crate) mod routes;
+pub mod routing;
 pub mod server;
 pub(crate) mod signals;
 pub(crate) mod throttle;

@@ -1,8 +1,12 @@
 //! Validated configuration: turns the raw CLI/environment strings into typed settings, or one clear error.
 
+mod backends;
+mod file;
+mod layer;
 mod parse;
 mod wake;
 
+pub use backends::BackendConfig;
 pub use parse::ConfigError;
 #[cfg(test)]
 pub(crate) use parse::Secret;
@@ -17,6 +21,8 @@ use reqwest::Url;
 
 use crate::cli::{OllamaArgs, ServeArgs};
 use crate::units::{parse_size, Unit};
+use file::ConfigFile;
+use layer::{default, Layer};
 use parse::{duration, nonzero, nonzero_number, positive};
 
 /// Where Ollama lives: plain HTTP, host, port and an optional path prefix.
@@ -56,8 +62,10 @@ pub struct OllamaConfig {
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Ollama's address and the timeouts for reaching it.
+    /// The preferred backend's address and timeouts (`backends[0].ollama`).
     pub ollama: OllamaConfig,
+    /// Every machine, preferred first; one named `default` without `[[backend]]` tables in a file.
+    pub backends: Vec<BackendConfig>,
     /// The address the proxy listens on (BIND and PORT).
     pub bind: SocketAddr,
     /// Simple requests: longest wait for Ollama's response headers (TIMEOUT_SECONDS).
@@ -68,7 +76,7 @@ pub struct Config {
     pub wake_interval: Duration,
     /// How long a cached answer is fresh (CACHE_DURATION).
     pub cache_duration: Duration,
-    /// How to wake the host: magic packets and/or an HTTP wake URL.
+    /// How to wake the preferred backend (`backends[0].wake`).
     pub wake: WakeConfig,
     /// Most requests held at once while Ollama wakes (MAX_QUEUE).
     pub max_queue: usize,
@@ -89,13 +97,21 @@ pub struct Config {
 impl OllamaConfig {
     pub fn from_args(args: &OllamaArgs) -> Result<Self, ConfigError> {
         Ok(OllamaConfig {
-            upstream: parse_upstream(&args.ollama_url)?,
+            upstream: parse_upstream(args.ollama_url.as_deref().unwrap_or(default::OLLAMA_URL))?,
             connect_timeout: nonzero(
                 "--connect-timeout",
                 "CONNECT_TIMEOUT",
-                &args.connect_timeout,
+                args.connect_timeout
+                    .as_deref()
+                    .unwrap_or(default::CONNECT_TIMEOUT),
             )?,
-            wake_timeout: nonzero("--wake-timeout", "WAKE_TIMEOUT", &args.wake_timeout)?,
+            wake_timeout: nonzero(
+                "--wake-timeout",
+                "WAKE_TIMEOUT",
+                args.wake_timeout
+                    .as_deref()
+                    .unwrap_or(default::WAKE_TIMEOUT),
+            )?,
         })
     }
 }
@@ -133,71 +149,110 @@ fn parse_upstream(value: &str) -> Result<Upstream, ConfigError> {
 }
 
 impl Config {
-    /// Checks and converts the options of `serve`, or names the first bad one.
+    /// Checks and converts the options of `serve` and the config file they name, or names the first
+    /// bad one (see "Configuration" and "Configuration file" in docs/behaviour.md).
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let ip: IpAddr = args
-            .bind
-            .trim()
-            .parse()
-            .map_err(|_| bad("--bind", "BIND", &args.bind, "not an IP address"))?;
-        let port: u16 = number("--port", "PORT", &args.port)?;
-        let ollama = OllamaConfig::from_args(&args.ollama)?;
+        let file = args.config.as_deref().map(ConfigFile::load).transpose()?;
+        let l = Layer {
+            file: file.as_ref(),
+        };
+        let ip = l.get(&args.bind, ("--bind", "BIND"), default::BIND, ip_address)?;
+        let port = l.get(&args.port, ("--port", "PORT"), default::PORT, number)?;
         let bind = SocketAddr::new(ip, port);
-        if points_at(&ollama.upstream, bind) {
-            return Err(bad(
-                "--ollama-url",
-                "OLLAMA_URL",
-                &args.ollama.ollama_url,
-                format!(
-                    "points back at this proxy ({bind}); set OLLAMA_URL to your Ollama server, \
-                     e.g. http://192.168.1.50:11434"
-                ),
-            ));
-        }
-        let minutes = |flag, env, value| duration(flag, env, value, Unit::Minutes);
+        let backends = backends::build(&l, args, bind)?;
+        let Some(preferred) = backends.first().cloned() else {
+            return Err(bad("--config", "CONFIG", "", "no backend"));
+        };
         Ok(Config {
-            ollama,
+            ollama: preferred.ollama,
+            wake: preferred.wake,
+            backends,
             bind,
-            timeout: nonzero("--timeout", "TIMEOUT_SECONDS", &args.timeout)?,
-            model_timeout: nonzero(
-                "--model-timeout",
-                "MODEL_TIMEOUT_SECONDS",
+            timeout: l.get(
+                &args.timeout,
+                ("--timeout", "TIMEOUT_SECONDS"),
+                default::TIMEOUT,
+                nonzero,
+            )?,
+            model_timeout: l.get(
                 &args.model_timeout,
+                ("--model-timeout", "MODEL_TIMEOUT_SECONDS"),
+                default::MODEL_TIMEOUT,
+                nonzero,
             )?,
-            wake_interval: minutes("--wake-interval", "WAKE_INTERVAL", &args.wake_interval)?,
-            cache_duration: minutes("--cache-duration", "CACHE_DURATION", &args.cache_duration)?,
-            wake: WakeConfig::from_args(&args.wake)?,
-            max_queue: nonzero_number("--max-queue", "MAX_QUEUE", &args.max_queue)?,
-            max_held_body: parse_size(&args.max_held_body)
-                .map_err(|e| bad("--max-held-body", "MAX_HELD_BODY", &args.max_held_body, e))?,
-            cache_file: args
-                .cache_file
-                .as_ref()
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
-            max_connections: match &args.max_connections {
-                Some(v) => Some(nonzero_number("--max-connections", "MAX_CONNECTIONS", v)?),
-                None => None,
-            },
-            body_budget: positive(
-                "--body-budget",
-                "BODY_BUDGET",
+            wake_interval: l.get(
+                &args.wake_interval,
+                ("--wake-interval", "WAKE_INTERVAL"),
+                default::WAKE_INTERVAL,
+                minutes,
+            )?,
+            cache_duration: l.get(
+                &args.cache_duration,
+                ("--cache-duration", "CACHE_DURATION"),
+                default::CACHE_DURATION,
+                minutes,
+            )?,
+            max_queue: l.get(
+                &args.max_queue,
+                ("--max-queue", "MAX_QUEUE"),
+                default::MAX_QUEUE,
+                nonzero_number,
+            )?,
+            max_held_body: l.get(
+                &args.max_held_body,
+                ("--max-held-body", "MAX_HELD_BODY"),
+                default::MAX_HELD_BODY,
+                size,
+            )?,
+            cache_file: l
+                .get_opt(
+                    &args.cache_file,
+                    ("--cache-file", "CACHE_FILE"),
+                    |_, _, v| Ok(PathBuf::from(v)),
+                )?
+                .filter(|p| !p.as_os_str().is_empty()),
+            max_connections: l.get_opt(
+                &args.max_connections,
+                ("--max-connections", "MAX_CONNECTIONS"),
+                nonzero_number,
+            )?,
+            body_budget: l.get(
                 &args.body_budget,
-                parse_size(&args.body_budget)
-                    .map_err(|e| bad("--body-budget", "BODY_BUDGET", &args.body_budget, e))?,
+                ("--body-budget", "BODY_BUDGET"),
+                default::BODY_BUDGET,
+                |f, e, v| positive(f, e, v, size(f, e, v)?),
             )?,
-            client_header_timeout: nonzero(
-                "--client-header-timeout",
-                "CLIENT_HEADER_TIMEOUT",
+            client_header_timeout: l.get(
                 &args.client_header_timeout,
+                ("--client-header-timeout", "CLIENT_HEADER_TIMEOUT"),
+                default::CLIENT_HEADER_TIMEOUT,
+                nonzero,
             )?,
-            client_idle_timeout: nonzero(
-                "--client-idle-timeout",
-                "CLIENT_IDLE_TIMEOUT",
+            client_idle_timeout: l.get(
                 &args.client_idle_timeout,
+                ("--client-idle-timeout", "CLIENT_IDLE_TIMEOUT"),
+                default::CLIENT_IDLE_TIMEOUT,
+                nonzero,
             )?,
         })
     }
+}
+
+/// An IP address to listen on.
+fn ip_address(flag: &'static str, env: &'static str, v: &str) -> Result<IpAddr, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| bad(flag, env, v, "not an IP address"))
+}
+
+/// A duration in minutes when given as a plain number.
+fn minutes(flag: &'static str, env: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    duration(flag, env, v, Unit::Minutes)
+}
+
+/// A size in bytes, or with a unit.
+fn size(flag: &'static str, env: &'static str, v: &str) -> Result<u64, ConfigError> {
+    parse_size(v).map_err(|e| bad(flag, env, v, e))
 }
 
 /// True when `upstream` is this proxy's own listening address.
@@ -213,5 +268,7 @@ fn points_at(upstream: &Upstream, bind: SocketAddr) -> bool {
     }
 }
 
+#[cfg(test)]
+mod file_tests;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use reqwest::Url;
 use wol::{MacAddr, SenderConfig};
 
+use super::layer::default;
 use super::parse::{bad, bad_secret, nonzero_number, ConfigError, Secret};
 use crate::cli::WakeArgs;
 
@@ -38,16 +39,20 @@ impl WakeConfig {
 
 impl WakeConfig {
     pub fn from_args(args: &WakeArgs) -> Result<Self, ConfigError> {
-        let port: u16 = nonzero_number("--wol-port", "WOL_PORT", &args.wol_port)?;
-        let destinations = args
-            .broadcast
+        let port: u16 = nonzero_number(
+            "--wol-port",
+            "WOL_PORT",
+            args.wol_port.as_deref().unwrap_or(default::WOL_PORT),
+        )?;
+        let broadcast = args.broadcast.as_deref().unwrap_or(default::BROADCAST);
+        let destinations = broadcast
             .split(',')
             .map(|s| {
                 s.trim().parse::<Ipv4Addr>().map_err(|_| {
                     bad(
                         "--broadcast",
                         "WOL_BROADCAST",
-                        &args.broadcast,
+                        broadcast,
                         format!("{:?} is not an IPv4 address", s.trim()),
                     )
                 })

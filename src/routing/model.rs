@@ -1,0 +1,152 @@
+//! Which model a request names, and model names compared as Ollama compares them (see "Routing" in
+//! docs/behaviour.md).
+
+use serde_json::{Map, Value};
+
+/// Ollama's defaults for the parts a model name leaves out: `llama3.2` is
+/// `registry.ollama.ai/library/llama3.2:latest`.
+const DEFAULT_HOST: &str = "registry.ollama.ai";
+const DEFAULT_NAMESPACE: &str = "library";
+const DEFAULT_TAG: &str = "latest";
+
+/// The form of `name` that two names share when Ollama takes them for the same model: host,
+/// namespace and tag filled in with Ollama's defaults, ASCII lowercase (Ollama's `ParseName` and
+/// `EqualFold`). A name Ollama would not parse is only lowercased.
+pub fn canonical(name: &str) -> String {
+    let name = name.trim();
+    let name = name
+        .strip_prefix("http://")
+        .or_else(|| name.strip_prefix("https://"))
+        .unwrap_or(name);
+    let (path, tag) = match name.rsplit_once(':') {
+        Some((path, tag)) if !tag.contains('/') => (path, tag),
+        _ => (name, DEFAULT_TAG),
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    let (host, namespace, model) = match parts.as_slice() {
+        [model] => (DEFAULT_HOST, DEFAULT_NAMESPACE, *model),
+        [namespace, model] => (DEFAULT_HOST, *namespace, *model),
+        [host, namespace, model] => (*host, *namespace, *model),
+        _ => return name.to_ascii_lowercase(),
+    };
+    format!("{host}/{namespace}/{model}:{tag}").to_ascii_lowercase()
+}
+
+/// True when Ollama takes `a` and `b` for the same model (`llama3.2` and `llama3.2:latest`).
+pub fn same_model(a: &str, b: &str) -> bool {
+    canonical(a) == canonical(b)
+}
+
+/// The JSON keys of a request body that name its model, in the order Ollama reads them, or `None`
+/// for a request that names no model (it goes to the preferred backend).
+pub fn model_keys(method: &str, path: &str) -> Option<&'static [&'static str]> {
+    match (method, path) {
+        (
+            "POST",
+            "/api/chat"
+            | "/api/generate"
+            | "/api/embed"
+            | "/api/embeddings"
+            | "/api/show"
+            | "/v1/chat/completions"
+            | "/v1/completions"
+            | "/v1/embeddings",
+        ) => Some(&["model"]),
+        ("POST", "/api/pull") | ("DELETE", "/api/delete") => Some(&["model", "name"]),
+        ("POST", "/api/copy") => Some(&["source"]),
+        _ => None,
+    }
+}
+
+/// The model a request names: the first of [`model_keys`] that is a non-empty string in the JSON
+/// object `body`. Keys match as Ollama's JSON decoding matches them: exactly, else in any letter
+/// case. `None` for a request without a model, or a body that is not a JSON object.
+pub fn requested_model(method: &str, path: &str, body: &[u8]) -> Option<String> {
+    let keys = model_keys(method, path)?;
+    let object: Map<String, Value> = serde_json::from_slice(body).ok()?;
+    keys.iter().find_map(|key| {
+        let value = object.get(*key).or_else(|| {
+            object
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v)
+        })?;
+        value.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_compare_as_ollama_compares_them() {
+        for (a, b) in [
+            ("llama3.2", "llama3.2:latest"),
+            ("llama3.2", "library/llama3.2"),
+            ("llama3.2", "registry.ollama.ai/library/llama3.2:latest"),
+            ("Llama3.2:Latest", "llama3.2"),
+            ("jmorgan/coder:7b", "registry.ollama.ai/jmorgan/coder:7b"),
+            ("hf.co/bartowski/Qwen:Q4_K_M", "hf.co/bartowski/qwen:q4_k_m"),
+            (" llama3.2 ", "llama3.2"),
+        ] {
+            assert!(same_model(a, b), "{a} = {b}");
+        }
+        for (a, b) in [
+            ("llama3.2", "llama3.2:1b"),
+            ("llama3.2", "llama3"),
+            ("jmorgan/coder:7b", "coder:7b"),
+            ("hf.co/a/b", "a/b"),
+        ] {
+            assert!(!same_model(a, b), "{a} != {b}");
+        }
+        assert_eq!(canonical("a/b/c/d"), "a/b/c/d");
+    }
+
+    #[test]
+    fn the_model_field_of_each_endpoint() {
+        let chat = br#"{"model":"llama3.2","messages":[]}"#;
+        for path in [
+            "/api/chat",
+            "/api/generate",
+            "/api/show",
+            "/v1/chat/completions",
+        ] {
+            assert_eq!(
+                requested_model("POST", path, chat).as_deref(),
+                Some("llama3.2")
+            );
+        }
+        assert_eq!(requested_model("GET", "/api/chat", chat), None);
+        assert_eq!(requested_model("POST", "/api/create", chat), None);
+        assert_eq!(requested_model("POST", "/api/blobs/sha256:x", chat), None);
+        let pull = br#"{"name":"qwen:7b"}"#;
+        assert_eq!(
+            requested_model("POST", "/api/pull", pull).as_deref(),
+            Some("qwen:7b")
+        );
+        let both = br#"{"name":"a","model":"b"}"#;
+        assert_eq!(
+            requested_model("DELETE", "/api/delete", both).as_deref(),
+            Some("b")
+        );
+        let empty_model = br#"{"model":"","name":"a"}"#;
+        assert_eq!(
+            requested_model("POST", "/api/pull", empty_model).as_deref(),
+            Some("a")
+        );
+        let copy = br#"{"source":"llama3.2","destination":"mine"}"#;
+        assert_eq!(
+            requested_model("POST", "/api/copy", copy).as_deref(),
+            Some("llama3.2")
+        );
+        let cased = br#"{"Model":"llama3.2"}"#;
+        assert_eq!(
+            requested_model("POST", "/api/embed", cased).as_deref(),
+            Some("llama3.2")
+        );
+        for bad in [&b"not json"[..], b"[]", br#"{"model":5}"#, b""] {
+            assert_eq!(requested_model("POST", "/api/chat", bad), None);
+        }
+    }
+}
