@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::backend::{Backend, Backends};
+use crate::backend::{pick, Backend, Backends};
 use crate::body::OnEnd;
 use crate::config::Config;
 use crate::driver::Cause;
@@ -20,6 +20,8 @@ use crate::meta;
 use crate::proxy::{self, Failure, Outgoing, Timeouts};
 use crate::request::{Budget, Intake, ReadError, ReqBody};
 use crate::routes::{self, Route};
+use crate::routing;
+use crate::several;
 
 /// Everything a request needs.
 pub struct App {
@@ -48,11 +50,22 @@ pub async fn handle(
     let result = match route {
         Route::NotAllowed => Err(ProxyError::MethodNotAllowed(req.method().to_string())),
         Route::Health => Ok(health(&app)),
+        Route::Ps if !app.backends.single() => Ok(several::ps(&app, req, client).await),
         Route::Root | Route::Ps => {
             let backend = app.backends.preferred();
             Ok(meta::always(&app, backend, req, client, route).await)
         }
-        Route::Work => work(&app, req, client).await,
+        Route::Tags | Route::V1Models | Route::V1Model(_) if !app.backends.single() => {
+            several::tags(&app, req, client, route).await
+        }
+        Route::Work => match by_model(&app, req, client).await {
+            Ok(routed) => work(&app, routed, client).await,
+            Err(e) => Err(e),
+        },
+        Route::Show => match by_model(&app, req, client).await {
+            Ok(r) => meta::meta(&app, &r.backend, r.req, client, route).await,
+            Err(e) => Err(e),
+        },
         _ => meta::meta(&app, app.backends.preferred(), req, client, route).await,
     };
     result.unwrap_or_else(|e| e.into_response_for(openai))
@@ -92,11 +105,7 @@ pub(crate) async fn prepare(
         return Err(driver.queue_full_error());
     }
     let (parts, body) = req.into_parts();
-    let length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let length = content_length(&parts.headers);
     let intake = Intake {
         limit: app.cfg.max_held_body,
         budget: &app.budget,
@@ -105,17 +114,7 @@ pub(crate) async fn prepare(
     };
     let (body, permit) = ReqBody::read(body, length, intake)
         .await
-        .map_err(|e| match e {
-            ReadError::OverBudget => {
-                tracing::warn!(budget = app.budget.total(), path = %parts.uri.path(), "body budget used up while Ollama sleeps: refusing a request");
-                ProxyError::BodyBudget {
-                    budget: app.budget.describe(),
-                    retry: driver.retry_after(),
-                }
-            }
-            ReadError::Stalled(after) => ProxyError::ClientTimeout(after),
-            ReadError::Body(e) => ProxyError::BadRequest(format!("cannot read the request body: {e}")),
-        })?;
+        .map_err(|e| read_error(app, backend, parts.uri.path(), e))?;
     let cause = Cause {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
@@ -131,6 +130,80 @@ pub(crate) async fn prepare(
     );
     out.budget = permit;
     Ok(out)
+}
+
+fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn read_error(app: &App, backend: &Backend, path: &str, e: ReadError) -> ProxyError {
+    match e {
+        ReadError::OverBudget => {
+            tracing::warn!(
+                budget = app.budget.total(),
+                path,
+                "body budget used up while Ollama sleeps: refusing a request"
+            );
+            ProxyError::BodyBudget {
+                budget: app.budget.describe(),
+                retry: backend.driver.retry_after(),
+            }
+        }
+        ReadError::Stalled(after) => ProxyError::ClientTimeout(after),
+        ReadError::Body(e) => ProxyError::BadRequest(format!("cannot read the request body: {e}")),
+    }
+}
+
+/// A request and the machine chosen for it.
+struct Routed {
+    req: Request,
+    backend: Arc<Backend>,
+    /// The model its body names, if any.
+    model: Option<String>,
+}
+
+/// The machine for a request (see "Routing" in docs/behaviour.md): with several machines, a
+/// request whose body names a model goes to one that has it. The body is read here to find the
+/// model, and handed on as it was read.
+async fn by_model(app: &App, req: Request, client: SocketAddr) -> Result<Routed, ProxyError> {
+    let preferred = app.backends.preferred();
+    let keys = routing::model_keys(req.method().as_str(), req.uri().path());
+    if app.backends.single() || keys.is_none() {
+        let backend = Arc::clone(preferred);
+        return Ok(Routed {
+            req,
+            backend,
+            model: None,
+        });
+    }
+    let (parts, body) = req.into_parts();
+    let intake = Intake {
+        limit: app.cfg.max_held_body,
+        budget: &app.budget,
+        silence: app.cfg.client_header_timeout,
+        must_hold: false,
+    };
+    let length = content_length(&parts.headers);
+    let (mut body, _permit) = ReqBody::read(body, length, intake)
+        .await
+        .map_err(|e| read_error(app, preferred, parts.uri.path(), e))?;
+    let model = match &body {
+        ReqBody::Buffered(bytes) => {
+            routing::requested_model(parts.method.as_str(), parts.uri.path(), bytes)
+        }
+        _ => None,
+    };
+    let backend = Arc::clone(pick::for_model(&app.backends, model.as_deref()));
+    tracing::debug!(model = model.as_deref().unwrap_or(""), backend = %backend.name, client = %client, "routed");
+    let req = Request::from_parts(parts, body.take());
+    Ok(Routed {
+        req,
+        backend,
+        model,
+    })
 }
 
 pub(crate) async fn send(
@@ -159,18 +232,38 @@ pub(crate) fn respond(
 }
 
 /// Any other request: forward, waking Ollama when needed.
-async fn work(app: &App, req: Request, client: SocketAddr) -> Result<Resp, ProxyError> {
+async fn work(app: &App, routed: Routed, client: SocketAddr) -> Result<Resp, ProxyError> {
+    let Routed {
+        req,
+        mut backend,
+        model,
+    } = routed;
     let changes = routes::changes_models(req.method(), req.uri().path());
-    let backend = app.backends.preferred();
-    let mut out = prepare(app, backend, req, client, true).await?;
-    let resp = send(app, backend, &mut out, true)
-        .await
-        .map_err(unreachable_is_502)?;
+    let mut out = prepare(app, &backend, req, client, true).await?;
+    // A machine believed awake may have gone to sleep: when another awake one has the model, it
+    // serves the request instead of waking this one.
+    let wake_first = !pick::awake_alternative(&app.backends, &backend, model.as_deref());
+    let several = !app.backends.single();
+    let mut in_flight = several.then(|| backend.begin());
+    let mut sent = send(app, &backend, &mut out, wake_first).await;
+    if let (Err(Failure::Unreachable(why)), false) = (&sent, wake_first) {
+        let next = Arc::clone(pick::for_model(&app.backends, model.as_deref()));
+        tracing::info!(from = %backend.name, to = %next.name, error = %why, "machine unreachable; another one that has the model serves the request");
+        out.retarget(&next.client.upstream().authority);
+        backend = next;
+        in_flight = several.then(|| backend.begin());
+        sent = send(app, &backend, &mut out, true).await;
+    }
+    let resp = sent.map_err(unreachable_is_502)?;
     let on_end: Option<OnEnd> = (changes && resp.0.status().is_success()).then(|| {
         let cache = Arc::clone(&backend.cache);
         Box::new(move |_: Option<Bytes>| cache.invalidate_models()) as OnEnd
     });
-    Ok(respond(app, resp, 0, on_end))
+    let resp = respond(app, resp, 0, on_end);
+    Ok(match in_flight {
+        Some(guard) => guard.until_end_of(resp),
+        None => resp,
+    })
 }
 
 pub(crate) fn unreachable_is_502(f: Failure) -> ProxyError {

@@ -27,6 +27,7 @@ pub(crate) mod request;
 pub(crate) mod routes;
 pub mod routing;
 pub mod server;
+pub(crate) mod several;
 pub(crate) mod signals;
 pub(crate) mod throttle;
 pub(crate) mod units;

@@ -155,7 +155,7 @@ const HEAD_START: Duration = Duration::from_millis(250);
 pub(crate) const MAX_ATTEMPTS: usize = 64;
 
 /// An attempt raced against [`HEAD_START`].
-enum Raced<T> {
+pub(crate) enum Raced<T> {
     /// It finished in time.
     Ready(T),
     /// Still running (it goes on; dropping the handle does not stop it).
@@ -166,7 +166,7 @@ enum Raced<T> {
 }
 
 /// Runs `attempt` in a task of its own and waits for it at most [`HEAD_START`].
-async fn head_start<T: Send + 'static>(
+pub(crate) async fn head_start<T: Send + 'static>(
     app: &App,
     backend: &Backend,
     attempt: impl Future<Output = T> + Send + 'static,
@@ -197,7 +197,7 @@ async fn head_start<T: Send + 'static>(
 
 /// Lets a late answer arrive after all: read to its end, a cacheable one is stored and its
 /// connection pooled; the backend state was already updated by the attempt itself.
-fn finish_in_background(task: JoinHandle<Result<Resp, ProxyError>>) {
+pub(crate) fn finish_in_background(task: JoinHandle<Result<Resp, ProxyError>>) {
     tokio::spawn(async move {
         if let Ok(Ok(resp)) = task.await {
             let _ = axum::body::to_bytes(resp.into_body(), CAPTURE_LIMIT).await;
@@ -232,7 +232,7 @@ async fn forward_and_keep(
     Ok(respond(app, resp, CAPTURE_LIMIT, Some(on_end)))
 }
 
-fn content_type(h: &axum::http::HeaderMap) -> String {
+pub(crate) fn content_type(h: &axum::http::HeaderMap) -> String {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json; charset=utf-8")
@@ -240,7 +240,7 @@ fn content_type(h: &axum::http::HeaderMap) -> String {
 }
 
 /// `GET /api/tags` on behalf of `/v1/models`: stored, and returned as stored.
-async fn fetch_tags(
+pub(crate) async fn fetch_tags(
     app: &App,
     backend: &Backend,
     cause: Cause,
@@ -310,7 +310,7 @@ fn cache_headers(app: &App, entry: &Entry, resp: &mut Resp) {
     h.insert("x-ollama-proxy-cache", HeaderValue::from_static(label));
 }
 
-fn from_cache(app: &App, route: &Route, entry: &Entry) -> Resp {
+pub(crate) fn from_cache(app: &App, route: &Route, entry: &Entry) -> Resp {
     if matches!(route, Route::V1Models | Route::V1Model(_)) {
         return openai_models(app, route, entry);
     }

@@ -100,6 +100,13 @@ impl Outgoing {
         }
     }
 
+    /// Sends the request to another machine (its `Host`).
+    pub fn retarget(&mut self, authority: &str) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(authority) {
+            self.headers.insert(axum::http::header::HOST, v);
+        }
+    }
+
     /// The request for one attempt; `progress` follows its body going out.
     fn request(
         &mut self,

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backend, Backends, DriverShared, Spec};
+use crate::backend::{Backend, Backends, DriverShared};
 use crate::config::Config;
 use crate::conn::ClientTimeouts;
 use crate::handler::{handle, App};
@@ -55,6 +55,12 @@ pub async fn run(
         open_files = nofile,
         "ollama-proxy ready"
     );
+    if cfg.backends.len() > 1 {
+        for b in &cfg.backends {
+            tracing::info!(backend = %b.name, ollama = %b.ollama.upstream.url(""), priority = b.priority,
+                always_on = b.always_on, magic_packets = b.wake.magic.is_some(), wake_url = b.wake.http.is_some(), "machine");
+        }
+    }
     let app = App {
         timeouts: Timeouts {
             simple: cfg.timeout,
@@ -93,23 +99,20 @@ pub async fn run(
     Ok(())
 }
 
-/// The machines: one named `default` built from OLLAMA_URL and the wake options.
+/// The machines of the configuration (one named `default` without a configuration file).
 fn backends(cfg: &Config, shutdown: &CancellationToken) -> anyhow::Result<Backends> {
     let shared = DriverShared {
         timeout: cfg.timeout,
         wake_interval: cfg.wake_interval,
         max_queue: cfg.max_queue,
-    };
-    let spec = Spec {
-        name: "default",
-        priority: 0,
-        always_on: false,
-        ollama: &cfg.ollama,
-        wake: &cfg.wake,
         cache_file: cfg.cache_file.clone(),
+        several: cfg.backends.len() > 1,
     };
-    let backend = Backend::build(&spec, &shared, shutdown)?;
-    Backends::new(vec![Arc::new(backend)])
+    let mut all = Vec::new();
+    for b in &cfg.backends {
+        all.push(Arc::new(Backend::build(b, &shared, shutdown)?));
+    }
+    Backends::new(all)
 }
 
 /// After the accept loop stopped: held requests get 503, open responses get [`SHUTDOWN_GRACE`].

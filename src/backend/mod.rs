@@ -2,6 +2,7 @@
 //! cache and its counters (see "Several machines" in docs/behaviour.md).
 
 pub(crate) mod machine;
+pub(crate) mod pick;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
-use crate::config::{OllamaConfig, WakeConfig};
+use crate::config::BackendConfig;
 use crate::driver::{Driver, DriverConfig};
 use crate::upstream::Client;
 use crate::wake::Waker;
@@ -20,39 +21,27 @@ pub struct Backend {
     /// Unique, `[a-z0-9-]+` (`default` without a configuration file).
     pub name: String,
     /// Lower is preferred when several machines can serve a request.
-    pub priority: u32,
+    pub priority: i64,
     /// Never woken: a machine that does not sleep.
-    #[allow(dead_code)] // read by routing, which comes with the configuration file
     pub always_on: bool,
     pub client: Arc<Client>,
     pub driver: Arc<Driver>,
     pub cache: Arc<Cache>,
     /// Requests sent to this machine and not yet answered to the end.
-    #[allow(dead_code)] // read by routing, which comes with the configuration file
     in_flight: AtomicUsize,
-}
-
-/// What one machine is configured with.
-pub struct Spec<'a> {
-    pub name: &'a str,
-    pub priority: u32,
-    pub always_on: bool,
-    pub ollama: &'a OllamaConfig,
-    pub wake: &'a WakeConfig,
-    pub cache_file: Option<std::path::PathBuf>,
 }
 
 impl Backend {
     /// Builds the machine's pool, driver and cache from its configuration.
     pub fn build(
-        cfg: &Spec<'_>,
+        cfg: &BackendConfig,
         shared: &DriverShared,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Backend> {
-        let ollama = cfg.ollama;
+        let ollama = &cfg.ollama;
         let client = Arc::new(Client::new(ollama.upstream.clone(), ollama.connect_timeout));
         let waker = if cfg.wake.is_enabled() && !cfg.always_on {
-            let waker = Waker::new(cfg.wake)
+            let waker = Waker::new(&cfg.wake)
                 .with_context(|| format!("cannot prepare Wake-on-LAN for {}", cfg.name))?;
             Some(Arc::new(waker))
         } else {
@@ -66,10 +55,10 @@ impl Backend {
             max_queue: shared.max_queue,
         };
         let driver = Driver::new(waker, Arc::clone(&client), settings, shutdown.clone());
-        let cache = Cache::load(cfg.cache_file.clone())
+        let cache = Cache::load(shared.cache_file(&cfg.name))
             .with_context(|| format!("cannot use the cache file of {}", cfg.name))?;
         Ok(Backend {
-            name: cfg.name.to_string(),
+            name: cfg.name.clone(),
             priority: cfg.priority,
             always_on: cfg.always_on,
             client,
@@ -80,14 +69,12 @@ impl Backend {
     }
 
     /// Counts a request until the returned guard is dropped.
-    #[allow(dead_code)] // used by routing, which comes with the configuration file
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
     }
 
     /// Requests sent to this machine and not finished.
-    #[allow(dead_code)] // used by routing, which comes with the configuration file
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -99,16 +86,78 @@ impl Backend {
     }
 }
 
-/// Settings every machine's driver shares.
+/// Settings every machine shares.
 pub struct DriverShared {
     pub timeout: std::time::Duration,
     pub wake_interval: std::time::Duration,
     pub max_queue: usize,
+    /// CACHE_FILE, if set.
+    pub cache_file: Option<std::path::PathBuf>,
+    /// More than one machine: each keeps its cache in a file of its own.
+    pub several: bool,
+}
+
+impl DriverShared {
+    /// The cache file of machine `name`: CACHE_FILE itself for a single machine, else CACHE_FILE
+    /// with the name before its extension (`cache.json` → `cache.desktop.json`; see "Cache file"
+    /// in docs/behaviour.md).
+    fn cache_file(&self, name: &str) -> Option<std::path::PathBuf> {
+        let base = self.cache_file.as_ref()?;
+        if !self.several {
+            return Some(base.clone());
+        }
+        let stem = base.file_stem().unwrap_or_default().to_string_lossy();
+        let file = match base.extension() {
+            Some(ext) => format!("{stem}.{name}.{}", ext.to_string_lossy()),
+            None => format!("{stem}.{name}"),
+        };
+        Some(base.with_file_name(file))
+    }
 }
 
 /// One request in flight on a [`Backend`]; dropped when it ends.
-#[allow(dead_code)] // used by routing, which comes with the configuration file
 pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    /// Keeps counting until the response body ends (or the client goes away).
+    pub fn until_end_of(
+        self,
+        resp: axum::http::Response<axum::body::Body>,
+    ) -> axum::http::Response<axum::body::Body> {
+        resp.map(|inner| {
+            axum::body::Body::new(Counted {
+                inner,
+                _guard: self,
+            })
+        })
+    }
+}
+
+/// A response body that holds an [`InFlight`] while it lives.
+struct Counted {
+    inner: axum::body::Body,
+    _guard: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -140,8 +189,41 @@ impl Backends {
     }
 
     /// Only one machine: everything behaves as with no configuration file.
-    #[allow(dead_code)] // used by routing, which comes with the configuration file
     pub fn single(&self) -> bool {
         self.all.len() == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(file: Option<&str>, several: bool) -> DriverShared {
+        DriverShared {
+            timeout: std::time::Duration::from_secs(1),
+            wake_interval: std::time::Duration::from_secs(1),
+            max_queue: 1,
+            cache_file: file.map(Into::into),
+            several,
+        }
+    }
+
+    #[test]
+    fn each_machine_of_several_has_its_own_cache_file() {
+        let one = shared(Some("/var/cache/ollama-proxy/cache.json"), false);
+        assert_eq!(
+            one.cache_file("default"),
+            Some("/var/cache/ollama-proxy/cache.json".into())
+        );
+        let two = shared(Some("/var/cache/ollama-proxy/cache.json"), true);
+        assert_eq!(
+            two.cache_file("desktop"),
+            Some("/var/cache/ollama-proxy/cache.desktop.json".into())
+        );
+        assert_eq!(
+            shared(Some("/c/state"), true).cache_file("a"),
+            Some("/c/state.a".into())
+        );
+        assert_eq!(shared(None, true).cache_file("a"), None);
     }
 }
