@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, Response};
+use axum::http::{header, HeaderValue, Response};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::driver::{Cause, Driver};
 use crate::error::ProxyError;
 use crate::meta;
-use crate::proxy::{self, Failure, Outgoing, Timeouts};
+use crate::proxy::{self, Failure, Outgoing, Target, Timeouts};
 use crate::request::{Budget, Intake, ReadError, ReqBody};
 use crate::routes::{self, Route};
 use crate::upstream::Client;
@@ -33,6 +33,18 @@ pub struct App {
     pub budget: Budget,
     /// Metadata requests to Ollama running at once (see [`crate::meta`]).
     pub attempts: Arc<tokio::sync::Semaphore>,
+    /// Ollama's `Host` value, made once ([`crate::headers::host_value`]).
+    pub host: Option<HeaderValue>,
+}
+
+impl App {
+    /// Where forwarded requests go.
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            prefix: &self.client.upstream().prefix,
+            host: self.host.as_ref(),
+        }
+    }
 }
 
 type Resp = Response<Body>;
@@ -112,18 +124,12 @@ pub(crate) async fn prepare(
             ReadError::Body(e) => ProxyError::BadRequest(format!("cannot read the request body: {e}")),
         })?;
     let cause = Cause {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
         client,
     };
     let patience = routes::patience(parts.uri.path());
-    let mut out = Outgoing::new(
-        parts,
-        body,
-        cause,
-        &app.client.upstream().authority,
-        patience,
-    );
+    let mut out = Outgoing::new(parts, body, cause, app.target(), patience)?;
     out.budget = permit;
     Ok(out)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -230,14 +231,12 @@ fn content_type(h: &axum::http::HeaderMap) -> String {
 /// `GET /api/tags` on behalf of `/v1/models`: stored, and returned as stored.
 async fn fetch_tags(app: &App, cause: Cause, may_wake: bool) -> Result<Entry, Failure> {
     let mut headers = axum::http::HeaderMap::new();
-    crate::headers::upstream_request(
-        &mut headers,
-        cause.client.ip(),
-        &app.client.upstream().authority,
-    );
+    crate::headers::upstream_request(&mut headers, cause.client.ip(), app.host.as_ref());
+    let path_and_query = PathAndQuery::from_static("/api/tags");
     let mut out = Outgoing {
         method: Method::GET,
-        path_and_query: "/api/tags".into(),
+        target: app.target().uri(&path_and_query)?,
+        path_and_query,
         headers,
         body: ReqBody::Buffered(Bytes::new()),
         cause,

@@ -61,6 +61,7 @@ pub async fn run(
         },
         budget: Budget::new(cfg.body_budget),
         attempts: Arc::new(tokio::sync::Semaphore::new(crate::meta::MAX_ATTEMPTS)),
+        host: crate::headers::host_value(&cfg.ollama.upstream.authority),
         cfg,
         driver: Arc::clone(&driver),
         client,
