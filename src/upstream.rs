@@ -100,7 +100,9 @@ impl Client {
     }
 
     /// An idle connection that is young enough and not closed: the most recent one that is ready
-    /// now, else the most recent one (which may need a moment to become ready).
+    /// now, else the most recent one (which may need a moment to become ready). The common case
+    /// (the newest is ready) touches only the ends of the pool; closed connections deeper in it are
+    /// never handed out, and the reaper drops them.
     fn pop_idle(&self) -> Option<SendRequest<Body>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Oldest first: expired connections are at the front.
@@ -111,6 +113,13 @@ impl Client {
         {
             idle.pop_front();
         }
+        while idle.back().is_some_and(|(sender, _)| sender.is_closed()) {
+            idle.pop_back();
+        }
+        if idle.back().is_some_and(|(sender, _)| sender.is_ready()) {
+            return idle.pop_back().map(|(sender, _)| sender);
+        }
+        // The newest is not ready yet: a ready one further in, else the newest.
         idle.retain(|(sender, _)| !sender.is_closed());
         let ready = idle.iter().rposition(|(sender, _)| sender.is_ready());
         match ready {
