@@ -129,15 +129,23 @@ impl Outgoing {
         })
     }
 
-    /// The request for one attempt; `progress` follows its body going out. The headers are
-    /// copied (a retry needs them again); their values share their bytes.
-    fn request(&mut self, progress: Arc<Progress>) -> hyper::Request<Body> {
-        let body = Body::new(Announce::new(self.body.take(), progress));
+    /// The request for one attempt, and what follows its body going out (`None`: it has no body,
+    /// so it is out at once). The headers are copied (a retry needs them again); their values
+    /// share their bytes.
+    fn request(&mut self) -> (hyper::Request<Body>, Option<Arc<Progress>>) {
+        let body = self.body.take();
+        let (body, progress) = if http_body::Body::is_end_stream(&body) {
+            (body, None)
+        } else {
+            let progress = Progress::new();
+            let body = Body::new(Announce::new(body, Arc::clone(&progress)));
+            (body, Some(progress))
+        };
         let mut req = hyper::Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.target.clone();
         *req.headers_mut() = self.headers.clone();
-        req
+        (req, progress)
     }
 }
 
@@ -217,12 +225,11 @@ pub async fn forward(
                 return Err(Failure::Unreachable(e.to_string()));
             }
         };
-        let progress = Progress::new();
-        let req = out.request(Arc::clone(&progress));
+        let (req, progress) = out.request();
         let (limit, option) = timeouts.headers(out.patience);
         let sent = exchange(
             client.send(conn, req),
-            &progress,
+            progress.as_deref(),
             ack,
             limit,
             timeouts.model,
