@@ -106,12 +106,20 @@ fn throughput(targets: &[Target], path: &str, label: &str) -> anyhow::Result<()>
             let w = wrk(&format!("{}{path}", t.url), conns)?;
             let cpu = (procs::cpu_us(t.pid) - cpu_before) as f64 / w.requests;
             anyhow::ensure!(!w.non2xx, "non-2xx answers from {} during {label}", t.name);
-            let (rps_ratio, p99_ratio) = nginx.as_ref().map_or((f64::NAN, f64::NAN), |n| {
-                (w.rps / n.rps, w.p99_us / n.p99_us)
-            });
+            // Ratios to nginx (listed before the proxies; "–" for the rows before it).
+            let ratio = |f: fn(&Wrk) -> f64| match (t.name, &nginx) {
+                ("nginx", _) => "1.00".to_string(),
+                (_, Some(n)) => format!("{:.2}", f(&w) / f(n)),
+                (_, None) => "–".to_string(),
+            };
             println!(
-                "| {conns} | {} | {:.0} | {rps_ratio:.2} | {:.0} | {:.0} | {p99_ratio:.2} | {cpu:.1} |",
-                t.name, w.rps, w.p50_us, w.p99_us
+                "| {conns} | {} | {:.0} | {} | {:.0} | {:.0} | {} | {cpu:.1} |",
+                t.name,
+                w.rps,
+                ratio(|w| w.rps),
+                w.p50_us,
+                w.p99_us,
+                ratio(|w| w.p99_us),
             );
             if t.name == "nginx" {
                 nginx = Some(w);

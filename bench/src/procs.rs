@@ -335,7 +335,7 @@ impl Caddy {
         std::fs::create_dir_all(&dir)?;
         let upstream = upstream.trim_start_matches("http://");
         let conf = format!(
-            "{{\n  admin off\n  auto_https off\n  persist_config off\n  log {{\n    output discard\n  }}\n}}\n\
+            "{{\n  admin off\n  auto_https off\n  log {{\n    output discard\n  }}\n}}\n\
              http://127.0.0.1:{port} {{\n  reverse_proxy {upstream}\n}}\n"
         );
         let file = dir.join("Caddyfile");
