@@ -34,10 +34,50 @@ pub type OnEnd = Box<dyn FnOnce(Option<Bytes>) + Send>;
 pub struct UpstreamBody {
     inner: Incoming,
     silence: Duration,
-    timer: Pin<Box<Sleep>>,
-    capture: Option<(BytesMut, usize)>,
+    /// When the silence limit runs out: `silence` after the headers or the last frame.
+    deadline: Instant,
+    /// Made the first time the body has to wait: a body that is complete when asked (most small
+    /// answers) never registers a timer.
+    timer: Option<Pin<Box<Sleep>>>,
+    capture: Option<Capture>,
     on_end: Option<OnEnd>,
     lease: Option<crate::upstream::Lease>,
+}
+
+/// A copy of the body for `on_end`, up to a limit: the first frame is shared (most answers that
+/// are kept come in one), later ones are copied into one buffer.
+struct Capture {
+    limit: usize,
+    first: Bytes,
+    more: BytesMut,
+}
+
+impl Capture {
+    /// Adds `data`; `false` once the body is over the limit.
+    fn push(&mut self, data: &Bytes) -> bool {
+        let len = self.first.len() + self.more.len();
+        if len + data.len() > self.limit {
+            return false;
+        }
+        if len == 0 {
+            self.first = data.clone();
+        } else {
+            if self.more.is_empty() {
+                self.more
+                    .extend_from_slice(&std::mem::take(&mut self.first));
+            }
+            self.more.extend_from_slice(data);
+        }
+        true
+    }
+
+    fn finish(self) -> Bytes {
+        if self.more.is_empty() {
+            self.first
+        } else {
+            self.more.freeze()
+        }
+    }
 }
 
 /// The silence limit was reached mid-stream.
@@ -58,8 +98,13 @@ impl UpstreamBody {
         let mut body = UpstreamBody {
             inner,
             silence,
-            timer: Box::pin(tokio::time::sleep(silence)),
-            capture: (capture_limit > 0).then(|| (BytesMut::new(), capture_limit)),
+            deadline: Instant::now() + silence,
+            timer: None,
+            capture: (capture_limit > 0).then(|| Capture {
+                limit: capture_limit,
+                first: Bytes::new(),
+                more: BytesMut::new(),
+            }),
             on_end,
             lease: Some(lease),
         };
@@ -72,13 +117,25 @@ impl UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// The timer, made or moved to the current deadline.
+    fn silence_timer(&mut self) -> Pin<&mut Sleep> {
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut()
+    }
+
     /// The body ended cleanly: hand the copy to `on_end` (once).
     fn finish(&mut self) {
         if let Some(lease) = self.lease.take() {
             lease.give_back();
         }
         if let Some(on_end) = self.on_end.take() {
-            on_end(self.capture.take().map(|(b, _)| b.freeze()));
+            on_end(self.capture.take().map(Capture::finish));
         }
     }
 }
@@ -94,13 +151,9 @@ impl http_body::Body for UpstreamBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let deadline = Instant::now() + this.silence;
-                this.timer.as_mut().reset(deadline);
-                if let (Some(data), Some((buf, limit))) = (frame.data_ref(), this.capture.as_mut())
-                {
-                    if buf.len() + data.len() <= *limit {
-                        buf.extend_from_slice(data);
-                    } else {
+                this.deadline = Instant::now() + this.silence;
+                if let (Some(data), Some(capture)) = (frame.data_ref(), this.capture.as_mut()) {
+                    if !capture.push(data) {
                         this.capture = None;
                     }
                 }
@@ -119,7 +172,7 @@ impl http_body::Body for UpstreamBody {
                 this.finish();
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
+            Poll::Pending => match this.silence_timer().poll(cx) {
                 Poll::Ready(()) => {
                     this.on_end = None;
                     tracing::warn!(silence = ?this.silence, "Ollama went silent mid-response; cutting the stream");

@@ -65,18 +65,20 @@ impl Entry {
     }
 }
 
+/// The entries, each shared with the requests that use it: a lookup copies no answer. In the file
+/// an `Arc<Entry>` is written and read as the `Entry` itself.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Entries {
     #[serde(default)]
-    tags: Option<Entry>,
+    tags: Option<Arc<Entry>>,
     #[serde(default)]
-    version: Option<Entry>,
+    version: Option<Arc<Entry>>,
     #[serde(default)]
-    show: HashMap<String, Entry>,
+    show: HashMap<String, Arc<Entry>>,
 }
 
 impl Entries {
-    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry> {
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Arc<Entry>> {
         match key {
             Key::Tags => self.tags.as_mut(),
             Key::Version => self.version.as_mut(),
@@ -84,7 +86,7 @@ impl Entries {
         }
     }
 
-    fn put(&mut self, key: Key, entry: Entry) {
+    fn put(&mut self, key: Key, entry: Arc<Entry>) {
         match key {
             Key::Tags => self.tags = Some(entry),
             Key::Version => self.version = Some(entry),
@@ -134,7 +136,7 @@ impl Cache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn get(&self, key: &Key) -> Option<Entry> {
+    pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
         let e = self.lock();
         match key {
             Key::Tags => e.tags.clone(),
@@ -145,7 +147,7 @@ impl Cache {
 
     /// Keeps a successful answer from Ollama and returns it as stored. An answer that is not
     /// UTF-8 text is not kept (warning, with the key): the older entry stays, but is no answer.
-    pub fn store(&self, key: Key, body: Bytes, content_type: &str) -> Result<Entry, NotText> {
+    pub fn store(&self, key: Key, body: Bytes, content_type: &str) -> Result<Arc<Entry>, NotText> {
         let Ok(text) = std::str::from_utf8(&body) else {
             tracing::warn!(key = %key, len = body.len(), "Ollama's answer is not UTF-8 text; not cached");
             return Err(NotText { key });
@@ -155,20 +157,24 @@ impl Cache {
             let mut e = self.lock();
             match e.get_mut(&key) {
                 // The same answer again (the common case): only its age changes, not persisted.
+                // Copied only if a request still holds the old one.
                 Some(old) if old.body == text && old.content_type == content_type => {
                     let was_invalidated = old.invalidated;
-                    old.stored_at = now;
-                    old.invalidated = false;
-                    (old.clone(), was_invalidated)
+                    if old.stored_at != now || was_invalidated {
+                        let entry = Arc::make_mut(old);
+                        entry.stored_at = now;
+                        entry.invalidated = false;
+                    }
+                    (Arc::clone(old), was_invalidated)
                 }
                 _ => {
-                    let entry = Entry {
+                    let entry = Arc::new(Entry {
                         body: text.to_string(),
                         content_type: content_type.to_string(),
                         stored_at: now,
                         invalidated: false,
-                    };
-                    e.put(key, entry.clone());
+                    });
+                    e.put(key, Arc::clone(&entry));
                     (entry, true)
                 }
             }
@@ -185,9 +191,11 @@ impl Cache {
         {
             let mut e = self.lock();
             if let Some(t) = e.tags.as_mut() {
-                t.invalidated = true;
+                Arc::make_mut(t).invalidated = true;
             }
-            e.show.values_mut().for_each(|s| s.invalidated = true);
+            e.show
+                .values_mut()
+                .for_each(|s| Arc::make_mut(s).invalidated = true);
         }
         self.changed.notify_one();
     }

@@ -116,18 +116,12 @@ pub(crate) async fn prepare(
         .await
         .map_err(|e| read_error(app, backend, parts.uri.path(), e))?;
     let cause = Cause {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
         client,
     };
     let patience = routes::patience(parts.uri.path());
-    let mut out = Outgoing::new(
-        parts,
-        body,
-        cause,
-        &backend.client.upstream().authority,
-        patience,
-    );
+    let mut out = Outgoing::new(parts, body, cause, backend.target(), patience)?;
     out.budget = permit;
     Ok(out)
 }
@@ -249,7 +243,7 @@ async fn work(app: &App, routed: Routed, client: SocketAddr) -> Result<Resp, Pro
     if let (Err(Failure::Unreachable(why)), false) = (&sent, wake_first) {
         let next = Arc::clone(pick::for_model(&app.backends, model.as_deref()));
         tracing::info!(from = %backend.name, to = %next.name, error = %why, "machine unreachable; another one that has the model serves the request");
-        out.retarget(&next.client.upstream().authority);
+        out.retarget(next.target())?;
         backend = next;
         in_flight = several.then(|| backend.begin());
         sent = send(app, &backend, &mut out, true).await;

@@ -1,9 +1,16 @@
 //! Header rewriting for forwarding: hop-by-hop removal, `Host`, `X-Forwarded-For`/`-Proto` (see
 //! "Headers" in docs/behaviour.md).
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+
+// Names built once: inserting by `&str` would allocate a name that `http` does not know per request.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// RFC 9110 §7.6.1 connection-specific fields (plus the old `Keep-Alive`/`Proxy-Connection`).
 const HOP_BY_HOP: [&str; 8] = [
@@ -34,39 +41,63 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Ollama's `Host` value, made once: `authority` as a header value (`None` if it cannot be one).
+pub fn host_value(authority: &str) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(authority.as_bytes())).ok()
+}
+
 /// Request headers as sent to Ollama: hop-by-hop fields and `Expect` (the proxy answers
 /// `100-continue` itself) removed, `X-Forwarded-Host`/`-Proto` set by the proxy (a client's own
-/// values are replaced), the client appended to `X-Forwarded-For`, `Host` set to Ollama's.
-pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, authority: &str) {
+/// values are replaced), the client appended to `X-Forwarded-For`, `Host` set to Ollama's (`host`,
+/// from [`host_value`]).
+pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
     // Taken before the hop-by-hop fields go: a client may name `Host` in `Connection`.
-    let host = headers.get(header::HOST).cloned();
+    let client_host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(headers);
     headers.remove(header::EXPECT);
-    // Every earlier hop, from all the client's X-Forwarded-For fields, bytes as they were.
-    let mut chain = Vec::new();
-    for prev in headers.get_all("x-forwarded-for") {
-        let prev = prev.as_bytes().trim_ascii();
-        if !prev.is_empty() {
-            chain.extend_from_slice(prev);
-            chain.extend_from_slice(b", ");
-        }
+    if let Some(v) = forwarded_for(headers, client) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    chain.extend_from_slice(client.to_string().as_bytes());
-    if let Ok(v) = HeaderValue::from_bytes(&chain) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    match host {
-        Some(host) => {
-            headers.insert("x-forwarded-host", host);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match client_host {
+        Some(h) => {
+            headers.insert(X_FORWARDED_HOST.clone(), h);
         }
         None => {
-            headers.remove("x-forwarded-host");
+            headers.remove(&X_FORWARDED_HOST);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(authority) {
-        headers.insert(header::HOST, v);
+    if let Some(v) = host {
+        headers.insert(header::HOST, v.clone());
     }
+}
+
+/// Every earlier hop, from all the client's X-Forwarded-For fields, bytes as they were, then
+/// `client`: built in one buffer of the exact size, which becomes the value without a copy.
+fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> Option<HeaderValue> {
+    // The longest IPv6 text form is 45 bytes.
+    let mut text = [0u8; 64];
+    let free = {
+        let mut rest = &mut text[..];
+        write!(rest, "{client}").ok()?;
+        rest.len()
+    };
+    let ip = text.get(..text.len() - free)?;
+    let hops = || {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(|v| v.as_bytes().trim_ascii())
+            .filter(|v| !v.is_empty())
+    };
+    let len = hops().map(|v| v.len() + 2).sum::<usize>() + ip.len();
+    let mut chain = Vec::with_capacity(len);
+    for prev in hops() {
+        chain.extend_from_slice(prev);
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(ip);
+    HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
 }
 
 #[cfg(test)]
@@ -82,7 +113,8 @@ mod tests {
             "x-forwarded-for",
             HeaderValue::from_bytes(b"10.0.0.9\xff").unwrap(),
         );
-        upstream_request(&mut h, "192.168.1.20".parse().unwrap(), "desk.lan:11434");
+        let host = host_value("desk.lan:11434");
+        upstream_request(&mut h, "192.168.1.20".parse().unwrap(), host.as_ref());
         assert_eq!(h["x-forwarded-host"], "proxy.lan");
         assert_eq!(h[header::HOST], "desk.lan:11434");
         assert_eq!(
@@ -113,7 +145,9 @@ mod tests {
         h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
         h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.10"));
-        upstream_request(&mut h, "192.168.1.20".parse().unwrap(), "desk.lan:11434");
+        h.append("x-forwarded-for", HeaderValue::from_static("  "));
+        let host = host_value("desk.lan:11434");
+        upstream_request(&mut h, "192.168.1.20".parse().unwrap(), host.as_ref());
         assert_eq!(h[header::HOST], "desk.lan:11434");
         assert_eq!(h["x-forwarded-for"], "10.0.0.9, 10.0.0.10, 192.168.1.20");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -130,5 +164,22 @@ mod tests {
         ] {
             assert!(!h.contains_key(gone), "{gone}");
         }
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_and_no_earlier_hops() {
+        let mut h = HeaderMap::new();
+        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        upstream_request(&mut h, longest, None);
+        assert_eq!(h["x-forwarded-for"], longest.to_string().as_str());
+        assert!(!h.contains_key(header::HOST));
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 }

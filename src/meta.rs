@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -89,6 +90,9 @@ pub(crate) async fn meta(
     client: SocketAddr,
     route: Route,
 ) -> Result<Resp, ProxyError> {
+    if let Some(resp) = cached_at_once(app, backend, &req, &route) {
+        return Ok(resp);
+    }
     let mut out = prepare(app, backend, req, client, false).await?;
     let key = match &route {
         Route::Version => Key::Version,
@@ -144,6 +148,23 @@ pub(crate) async fn meta(
         }
         Raced::Lost => Ok(from_cache(app, &route, &entry)),
     }
+}
+
+/// The cached answer when it is given without asking Ollama (a fresh model list, or any entry while
+/// Ollama sleeps), looked up before anything is made for forwarding. Only for requests without a
+/// body: a body is read first, as for every other request.
+fn cached_at_once(app: &App, backend: &Backend, req: &Request, route: &Route) -> Option<Resp> {
+    let key = match route {
+        Route::Show => return None,
+        Route::Version => Key::Version,
+        _ => Key::Tags,
+    };
+    if !http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let entry = backend.cache.get(&key)?;
+    let fresh_list = key == Key::Tags && entry.is_fresh(app.cfg.cache_duration);
+    (fresh_list || backend.driver.state().holds()).then(|| from_cache(app, route, &entry))
 }
 
 /// How long Ollama has to answer metadata that has a cached or synthesized answer before that
@@ -221,22 +242,22 @@ async fn forward_and_keep(
     let Some(key) = keep else {
         return Ok(respond(app, resp, 0, None));
     };
-    let content_type = content_type(resp.0.headers());
+    // The value shares its bytes with the response: read as text only when the answer is kept.
+    let content_type = resp.0.headers().get(header::CONTENT_TYPE).cloned();
     let cache = Arc::clone(&backend.cache);
     let on_end: OnEnd = Box::new(move |body| {
         if let Some(body) = body {
             // A body that is not text is not kept; `store` says so.
-            let _ = cache.store(key, body, &content_type);
+            let _ = cache.store(key, body, text_type(content_type.as_ref()));
         }
     });
     Ok(respond(app, resp, CAPTURE_LIMIT, Some(on_end)))
 }
 
-pub(crate) fn content_type(h: &axum::http::HeaderMap) -> String {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+/// The content type to keep with an answer (JSON when Ollama named none, or none in text).
+fn text_type(v: Option<&HeaderValue>) -> &str {
+    v.and_then(|v| v.to_str().ok())
         .unwrap_or("application/json; charset=utf-8")
-        .to_string()
 }
 
 /// `GET /api/tags` on behalf of `/v1/models`: stored, and returned as stored.
@@ -245,16 +266,15 @@ pub(crate) async fn fetch_tags(
     backend: &Backend,
     cause: Cause,
     may_wake: bool,
-) -> Result<Entry, Failure> {
+) -> Result<Arc<Entry>, Failure> {
     let mut headers = axum::http::HeaderMap::new();
-    crate::headers::upstream_request(
-        &mut headers,
-        cause.client.ip(),
-        &backend.client.upstream().authority,
-    );
+    let target = backend.target();
+    crate::headers::upstream_request(&mut headers, cause.client.ip(), target.host);
+    let path_and_query = PathAndQuery::from_static("/api/tags");
     let mut out = Outgoing {
         method: Method::GET,
-        path_and_query: "/api/tags".into(),
+        target: target.uri(&path_and_query)?,
+        path_and_query,
         headers,
         body: ReqBody::Buffered(Bytes::new()),
         cause,
@@ -263,7 +283,7 @@ pub(crate) async fn fetch_tags(
     };
     let (resp, lease) = send(app, backend, &mut out, may_wake).await?;
     let status = resp.status();
-    let ct = content_type(resp.headers());
+    let ct = resp.headers().get(header::CONTENT_TYPE).cloned();
     let limit = app.timeouts.model;
     let body = tokio::time::timeout(limit, crate::body::read_all(resp, lease, limit))
         .await
@@ -278,7 +298,7 @@ pub(crate) async fn fetch_tags(
     // This answer, as stored: never an older entry in its place.
     backend
         .cache
-        .store(Key::Tags, body, &ct)
+        .store(Key::Tags, body, text_type(ct.as_ref()))
         .map_err(|e| Failure::Error(tags_not_text(e)))
 }
 

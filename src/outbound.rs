@@ -125,10 +125,11 @@ pub(crate) enum Late {
 
 /// Waits for `send` (the exchange with Ollama): while the body is going out, at most `silence`
 /// without progress; once it is out, at most `limit` for the answer. `ack` fires when the body
-/// is out or the answer came first (the next held request may then go).
+/// is out or the answer came first (the next held request may then go). Without `progress` the
+/// request has no body: it is out at once, and only the answer's limit runs (one timer).
 pub(crate) async fn exchange<T>(
     send: impl Future<Output = T>,
-    progress: &Progress,
+    progress: Option<&Progress>,
     mut ack: Option<oneshot::Sender<()>>,
     limit: Duration,
     silence: Duration,
@@ -139,7 +140,7 @@ pub(crate) async fn exchange<T>(
             let _ = a.send(());
         }
     };
-    loop {
+    while let Some(progress) = progress {
         let quiet_until = Instant::now() + silence.saturating_sub(progress.idle());
         tokio::select! {
             answer = &mut send => {
@@ -199,7 +200,7 @@ mod tests {
         let send = async { tokio::join!(upload, drain).1 };
         let got = exchange(
             send,
-            &progress,
+            Some(&progress),
             None,
             Duration::from_secs(3),
             Duration::from_secs(2),
@@ -215,7 +216,7 @@ mod tests {
         let never = std::future::pending::<()>();
         let got = exchange(
             never,
-            &progress,
+            Some(&progress),
             None,
             Duration::from_secs(3),
             Duration::from_secs(2),
@@ -230,11 +231,19 @@ mod tests {
         let never = std::future::pending::<()>();
         let got = exchange(
             never,
-            &progress,
+            Some(&progress),
             None,
             Duration::from_secs(3),
             Duration::from_secs(60),
         );
         assert_eq!(got.await, Err(Late::Answer(Duration::from_secs(3))));
+        let no_body = exchange(
+            std::future::pending::<()>(),
+            None,
+            None,
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+        );
+        assert_eq!(no_body.await, Err(Late::Answer(Duration::from_secs(3))));
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Response};
+use axum::http::uri::{self, PathAndQuery};
+use axum::http::{HeaderMap, HeaderValue, Method, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::body::{OnEnd, UpstreamBody};
@@ -49,7 +50,9 @@ impl Timeouts {
 pub struct Outgoing {
     pub method: Method,
     /// Path and query as the client sent them.
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
+    /// The request target on Ollama: the path prefix (if any) and `path_and_query`.
+    pub target: Uri,
     /// Already rewritten for Ollama.
     pub headers: HeaderMap,
     pub body: ReqBody,
@@ -74,53 +77,85 @@ impl From<ProxyError> for Failure {
     }
 }
 
+/// Where a request goes on Ollama.
+pub struct Target<'a> {
+    /// Ollama's path prefix (often empty).
+    pub prefix: &'a str,
+    /// Ollama's `Host` value ([`headers::host_value`]).
+    pub host: Option<&'a HeaderValue>,
+}
+
+impl Target<'_> {
+    /// `path_and_query` on Ollama, in origin form. Without a prefix the client's own bytes are
+    /// shared, not copied.
+    pub fn uri(&self, path_and_query: &PathAndQuery) -> Result<Uri, ProxyError> {
+        let path = if self.prefix.is_empty() {
+            path_and_query.clone()
+        } else {
+            PathAndQuery::try_from(format!("{}{path_and_query}", self.prefix))
+                .map_err(|e| ProxyError::Upstream(format!("cannot build the request: {e}")))?
+        };
+        let mut parts = uri::Parts::default();
+        parts.path_and_query = Some(path);
+        Uri::from_parts(parts)
+            .map_err(|e| ProxyError::Upstream(format!("cannot build the request: {e}")))
+    }
+}
+
 impl Outgoing {
     pub fn new(
         parts: axum::http::request::Parts,
         body: ReqBody,
         cause: Cause,
-        authority: &str,
+        target: Target<'_>,
         patience: Patience,
-    ) -> Self {
+    ) -> Result<Self, ProxyError> {
         let mut h = parts.headers;
-        headers::upstream_request(&mut h, cause.client.ip(), authority);
-        Outgoing {
+        headers::upstream_request(&mut h, cause.client.ip(), target.host);
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Ok(Outgoing {
             method: parts.method,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/")
-                .to_string(),
+            target: target.uri(&path_and_query)?,
+            path_and_query,
             headers: h,
             body,
             cause,
             patience,
             budget: None,
-        }
+        })
     }
 
-    /// Sends the request to another machine (its `Host`).
-    pub fn retarget(&mut self, authority: &str) {
-        if let Ok(v) = axum::http::HeaderValue::from_str(authority) {
-            self.headers.insert(axum::http::header::HOST, v);
-        }
+    /// Sends the request to another machine instead (its `Host` and path prefix).
+    pub fn retarget(&mut self, target: Target<'_>) -> Result<(), ProxyError> {
+        self.target = target.uri(&self.path_and_query)?;
+        match target.host {
+            Some(host) => self.headers.insert(axum::http::header::HOST, host.clone()),
+            None => self.headers.remove(axum::http::header::HOST),
+        };
+        Ok(())
     }
 
-    /// The request for one attempt; `progress` follows its body going out.
-    fn request(
-        &mut self,
-        client: &Client,
-        progress: Arc<Progress>,
-    ) -> Result<hyper::Request<Body>, ProxyError> {
-        let body = Body::new(Announce::new(self.body.take(), progress));
-        let mut req = hyper::Request::builder()
-            .method(self.method.clone())
-            .uri(client.upstream().url_path(&self.path_and_query))
-            .body(body)
-            .map_err(|e| ProxyError::Upstream(format!("cannot build the request: {e}")))?;
+    /// The request for one attempt, and what follows its body going out (`None`: it has no body,
+    /// so it is out at once). The headers are copied (a retry needs them again); their values
+    /// share their bytes.
+    fn request(&mut self) -> (hyper::Request<Body>, Option<Arc<Progress>>) {
+        let body = self.body.take();
+        let (body, progress) = if http_body::Body::is_end_stream(&body) {
+            (body, None)
+        } else {
+            let progress = Progress::new();
+            let body = Body::new(Announce::new(body, Arc::clone(&progress)));
+            (body, Some(progress))
+        };
+        let mut req = hyper::Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.target.clone();
         *req.headers_mut() = self.headers.clone();
-        Ok(req)
+        (req, progress)
     }
 }
 
@@ -200,12 +235,11 @@ pub async fn forward(
                 return Err(Failure::Unreachable(e.to_string()));
             }
         };
-        let progress = Progress::new();
-        let req = out.request(client, Arc::clone(&progress))?;
+        let (req, progress) = out.request();
         let (limit, option) = timeouts.headers(out.patience);
         let sent = exchange(
             client.send(conn, req),
-            &progress,
+            progress.as_deref(),
             ack,
             limit,
             timeouts.model,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::uri::PathAndQuery;
 use axum::http::{Method, Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -26,15 +27,15 @@ type Resp = Response<Body>;
 /// The cause of the requests made on a client's behalf.
 fn cause(req: &Request, client: SocketAddr) -> Cause {
     Cause {
-        method: req.method().to_string(),
-        path: req.uri().path().to_string(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
         client,
     }
 }
 
 /// One machine's model list: the cached one when it is fresh or the machine sleeps, else asked
 /// for (never waking it), the cached one if it does not answer in time.
-async fn list_of(app: &Arc<App>, backend: &Arc<Backend>, cause: Cause) -> Option<Entry> {
+async fn list_of(app: &Arc<App>, backend: &Arc<Backend>, cause: Cause) -> Option<Arc<Entry>> {
     let cached = backend.cache.get(&Key::Tags);
     let fresh = cached
         .as_ref()
@@ -66,7 +67,7 @@ pub(crate) async fn tags(
         .all()
         .iter()
         .map(|b| list_of(app, b, cause(&req, client)));
-    let lists: Vec<Entry> = futures_util::future::join_all(asks)
+    let lists: Vec<Arc<Entry>> = futures_util::future::join_all(asks)
         .await
         .into_iter()
         .flatten()
@@ -112,14 +113,13 @@ pub(crate) async fn ps(app: &Arc<App>, req: Request, client: SocketAddr) -> Resp
 /// One machine's `/api/ps` body, if it answers 200 in time.
 async fn ps_of(app: &Arc<App>, backend: &Arc<Backend>, cause: Cause) -> Option<Bytes> {
     let mut headers = axum::http::HeaderMap::new();
-    crate::headers::upstream_request(
-        &mut headers,
-        cause.client.ip(),
-        &backend.client.upstream().authority,
-    );
+    let target = backend.target();
+    crate::headers::upstream_request(&mut headers, cause.client.ip(), target.host);
+    let path_and_query = PathAndQuery::from_static("/api/ps");
     let mut out = Outgoing {
         method: Method::GET,
-        path_and_query: "/api/ps".into(),
+        target: target.uri(&path_and_query).ok()?,
+        path_and_query,
         headers,
         body: ReqBody::Buffered(Bytes::new()),
         cause,

@@ -97,7 +97,9 @@ impl Client {
     }
 
     /// An idle connection that is young enough and not closed: the most recent one that is ready
-    /// now, else the most recent one (which may need a moment to become ready).
+    /// now, else the most recent one (which may need a moment to become ready). The common case
+    /// (the newest is ready) touches only the ends of the pool; closed connections deeper in it are
+    /// never handed out, and the reaper drops them.
     fn pop_idle(&self) -> Option<(SendRequest<Body>, Watch)> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Oldest first: expired connections are at the front.
@@ -108,12 +110,21 @@ impl Client {
         {
             idle.pop_front();
         }
-        idle.retain(|(sender, _, _)| !sender.is_closed());
-        let ready = idle.iter().rposition(|(sender, _, _)| sender.is_ready());
-        let (sender, watch, _) = match ready {
-            Some(i) => idle.remove(i),
-            None => idle.pop_back(),
-        }?;
+        while idle.back().is_some_and(|(sender, _, _)| sender.is_closed()) {
+            idle.pop_back();
+        }
+        let newest_ready = idle.back().is_some_and(|(sender, _, _)| sender.is_ready());
+        let (sender, watch, _) = if newest_ready {
+            idle.pop_back()?
+        } else {
+            // The newest is not ready yet: a ready one further in, else the newest.
+            idle.retain(|(sender, _, _)| !sender.is_closed());
+            let ready = idle.iter().rposition(|(sender, _, _)| sender.is_ready());
+            match ready {
+                Some(i) => idle.remove(i)?,
+                None => idle.pop_back()?,
+            }
+        };
         Some((sender, watch))
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use procs::{Fake, Nginx, Proxy};
+use procs::{Caddy, Fake, Nginx, Proxy};
 
 /// Seconds per load-generator run (BENCH_SECS).
 fn secs() -> u64 {
@@ -23,6 +23,7 @@ fn secs() -> u64 {
 
 struct Wrk {
     rps: f64,
+    requests: f64,
     p50_us: f64,
     p99_us: f64,
     non2xx: bool,
@@ -64,7 +65,13 @@ fn wrk(url: &str, conns: u32) -> anyhow::Result<Wrk> {
             .find(|l| l.trim_start().starts_with(prefix))
             .and_then(|l| l.split_whitespace().nth(1).map(String::from))
     };
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
     Ok(Wrk {
+        requests,
         rps: field("Requests/sec:")
             .and_then(|v| v.parse().ok())
             .context(format!("wrk output: {text}"))?,
@@ -78,28 +85,46 @@ fn wrk(url: &str, conns: u32) -> anyhow::Result<Wrk> {
     })
 }
 
-fn throughput(
-    direct: &str,
-    nginx: &str,
-    proxy: &str,
-    path: &str,
-    label: &str,
-) -> anyhow::Result<()> {
+/// A server under load: its name in the table, its base URL and the process whose CPU time (with
+/// its children's) is its cost.
+struct Target {
+    name: &'static str,
+    url: String,
+    pid: u32,
+}
+
+/// wrk against every target in turn at 1, 16 and 128 connections: throughput, latency and CPU
+/// time per request, with ratios to the target named "nginx".
+fn throughput(targets: &[Target], path: &str, label: &str) -> anyhow::Result<()> {
     println!("\n### {label}\n");
-    println!("| conns | direct req/s | nginx req/s | proxy req/s | proxy/nginx | p50 direct / nginx / proxy (µs) | p99 direct / nginx / proxy (µs) | proxy added p50 (µs) |");
-    println!("|---:|---:|---:|---:|---:|---|---|---:|");
+    println!("| conns | server | req/s | × nginx | p50 (µs) | p99 (µs) | p99 × nginx | CPU µs / request |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for conns in [1, 16, 128] {
-        let d = wrk(&format!("{direct}{path}"), conns)?;
-        let n = wrk(&format!("{nginx}{path}"), conns)?;
-        let p = wrk(&format!("{proxy}{path}"), conns)?;
-        anyhow::ensure!(
-            !(d.non2xx || n.non2xx || p.non2xx),
-            "non-2xx answers during {label}"
-        );
-        println!(
-            "| {conns} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.0} |",
-            d.rps, n.rps, p.rps, p.rps / n.rps, d.p50_us, n.p50_us, p.p50_us, d.p99_us, n.p99_us, p.p99_us, p.p50_us - d.p50_us
-        );
+        let mut nginx: Option<Wrk> = None;
+        for t in targets {
+            let cpu_before = procs::cpu_us(t.pid);
+            let w = wrk(&format!("{}{path}", t.url), conns)?;
+            let cpu = (procs::cpu_us(t.pid) - cpu_before) as f64 / w.requests;
+            anyhow::ensure!(!w.non2xx, "non-2xx answers from {} during {label}", t.name);
+            // Ratios to nginx (listed before the proxies; "–" for the rows before it).
+            let ratio = |f: fn(&Wrk) -> f64| match (t.name, &nginx) {
+                ("nginx", _) => "1.00".to_string(),
+                (_, Some(n)) => format!("{:.2}", f(&w) / f(n)),
+                (_, None) => "–".to_string(),
+            };
+            println!(
+                "| {conns} | {} | {:.0} | {} | {:.0} | {:.0} | {} | {cpu:.1} |",
+                t.name,
+                w.rps,
+                ratio(|w| w.rps),
+                w.p50_us,
+                w.p99_us,
+                ratio(|w| w.p99_us),
+            );
+            if t.name == "nginx" {
+                nginx = Some(w);
+            }
+        }
     }
     Ok(())
 }
@@ -142,7 +167,8 @@ async fn main() -> anyhow::Result<()> {
         "--wol-port",
         &wol_port,
     ];
-    // BENCH_ONLY=wake: only the wake-release measurement (quick check while tuning).
+    // BENCH_ONLY=wake: only the wake-release measurement (quick check while tuning);
+    // BENCH_ONLY=version: only the forwarded /api/version table.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("wake") {
         return stream::wake_release(&release, &wake_args).await;
     }
@@ -152,14 +178,50 @@ async fn main() -> anyhow::Result<()> {
     let proxy = Proxy::start(&release, &fake.url(), &[]).await?;
     let idle_rss = proxy.rss_kib();
     let direct = fake.url();
-
+    let caddy = Caddy::start(&fake.url())?;
+    // BENCH_PROXY_BEFORE=path/to/ollama-proxy: another build measured in the same run (A/B).
+    let before = match std::env::var("BENCH_PROXY_BEFORE") {
+        Ok(exe) => Some(Proxy::start_exe(&exe, &fake.url(), &[]).await?),
+        Err(_) => None,
+    };
+    let mut targets = vec![
+        Target {
+            name: "direct",
+            url: direct.clone(),
+            pid: fake.pid(),
+        },
+        Target {
+            name: "nginx",
+            url: nginx.url(),
+            pid: nginx.pid(),
+        },
+        Target {
+            name: "caddy",
+            url: caddy.url(),
+            pid: caddy.pid(),
+        },
+    ];
+    if let Some(b) = &before {
+        targets.push(Target {
+            name: "ollama-proxy before",
+            url: b.url(""),
+            pid: b.pid(),
+        });
+    }
+    targets.push(Target {
+        name: "ollama-proxy",
+        url: proxy.url(""),
+        pid: proxy.pid(),
+    });
     throughput(
-        &direct,
-        &nginx.url(),
-        &proxy.url(""),
+        &targets,
         "/api/version",
         "GET /api/version, forwarded (Ollama awake)",
     )?;
+    drop((caddy, before));
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("version") {
+        return Ok(());
+    }
 
     // The cache file from an awake run, then a proxy whose Ollama sleeps (port closed).
     let dir = tempdir()?;

@@ -1,4 +1,5 @@
-//! The processes a benchmark runs: the fake Ollama, ollama-proxy and nginx, each killed on drop.
+//! The processes a benchmark runs: the fake Ollama, ollama-proxy, nginx and Caddy, each killed on
+//! drop; their resident memory and CPU time.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -40,6 +41,42 @@ pub fn rss_kib(pid: u32) -> u64 {
         .sum::<u64>()
 }
 
+/// CPU time (user + system) of `pid` and its child processes, in µs.
+pub fn cpu_us(pid: u32) -> u64 {
+    let ticks_per_s: u64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100);
+    own_ticks(pid) * 1_000_000 / ticks_per_s.max(1)
+}
+
+fn own_ticks(pid: u32) -> u64 {
+    // Fields after the command name (which may contain spaces): utime and stime are the 12th and
+    // 13th of them.
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(f.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    own + children
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(own_ticks)
+        .sum::<u64>()
+}
+
 /// The machine, for the report.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -78,8 +115,13 @@ pub fn machine() -> String {
                 .to_string()
         })
         .unwrap_or_default();
+    let caddy = Command::new("caddy")
+        .arg("version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     format!(
-        "machine: {cpu}, {cores} cores, {:.0} GiB RAM, Linux {}; {nginx}; {wrk}",
+        "machine: {cpu}, {cores} cores, {:.0} GiB RAM, Linux {}; {nginx}; caddy {caddy}; {wrk}",
         mem as f64 / 1048576.0,
         kernel.trim()
     )
@@ -118,6 +160,10 @@ impl Fake {
         format!("http://{}", self.addr)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Opens the port; returns when it started listening (Unix ns).
     pub async fn open(&self) -> anyhow::Result<u128> {
         let v: serde_json::Value = reqwest::Client::new()
@@ -147,7 +193,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(release: &str, ollama: &str, extra: &[&str]) -> anyhow::Result<Proxy> {
-        let mut child = Command::new(format!("{release}/ollama-proxy"))
+        Proxy::start_exe(&format!("{release}/ollama-proxy"), ollama, extra).await
+    }
+
+    /// Starts the binary `exe` (another build of ollama-proxy, for an A/B run).
+    pub async fn start_exe(exe: &str, ollama: &str, extra: &[&str]) -> anyhow::Result<Proxy> {
+        let mut child = Command::new(exe)
             .args(["--bind", "127.0.0.1", "--port", "0", "--ollama-url", ollama])
             .args(extra)
             .env("RUST_LOG", "warn,ollama_proxy::server=info")
@@ -181,6 +232,10 @@ impl Proxy {
 
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub async fn health(&self) -> anyhow::Result<serde_json::Value> {
@@ -249,9 +304,71 @@ impl Nginx {
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id())
     }
+
+    /// The master; its workers are its children.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Nginx {
+    fn drop(&mut self) {
+        kill(&mut self.child, "-TERM");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Caddy with a plain `reverse_proxy` (its defaults), no admin endpoint, no automatic HTTPS, no logs.
+pub struct Caddy {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Caddy {
+    pub fn start(upstream: &str) -> anyhow::Result<Caddy> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("ollama-proxy-bench-caddy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let upstream = upstream.trim_start_matches("http://");
+        let conf = format!(
+            "{{\n  admin off\n  auto_https off\n  log {{\n    output discard\n  }}\n}}\n\
+             http://127.0.0.1:{port} {{\n  reverse_proxy {upstream}\n}}\n"
+        );
+        let file = dir.join("Caddyfile");
+        std::fs::write(&file, conf)?;
+        let child = Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&file)
+            // Its data and configuration directories: in the temporary one, not in $HOME.
+            .env("HOME", &dir)
+            .env("XDG_DATA_HOME", &dir)
+            .env("XDG_CONFIG_HOME", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("caddy (apt install caddy)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "caddy never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Caddy { child, port, dir })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Caddy {
     fn drop(&mut self) {
         kill(&mut self.child, "-TERM");
         let _ = std::fs::remove_dir_all(&self.dir);

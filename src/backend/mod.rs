@@ -27,6 +27,8 @@ pub struct Backend {
     pub client: Arc<Client>,
     pub driver: Arc<Driver>,
     pub cache: Arc<Cache>,
+    /// Ollama's `Host` value, made once ([`crate::headers::host_value`]).
+    host: Option<axum::http::HeaderValue>,
     /// Requests sent to this machine and not yet answered to the end.
     in_flight: AtomicUsize,
 }
@@ -64,8 +66,17 @@ impl Backend {
             client,
             driver: Arc::new(driver),
             cache: Arc::new(cache),
+            host: crate::headers::host_value(&ollama.upstream.authority),
             in_flight: AtomicUsize::new(0),
         })
+    }
+
+    /// Where requests to this machine go.
+    pub fn target(&self) -> crate::proxy::Target<'_> {
+        crate::proxy::Target {
+            prefix: &self.client.upstream().prefix,
+            host: self.host.as_ref(),
+        }
     }
 
     /// Counts a request until the returned guard is dropped.

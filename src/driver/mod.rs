@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::http::{Method, Uri};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -37,12 +38,20 @@ fn decode(code: u8) -> State {
     STATES.get(code as usize).copied().unwrap_or(State::Unknown)
 }
 
-/// What caused a wake: for the log.
+/// What caused a wake: for the log. Method and URI are the request's own (cloning them shares
+/// their bytes), so a cause costs no allocation per request.
 #[derive(Debug, Clone)]
 pub struct Cause {
-    pub method: String,
-    pub path: String,
+    pub method: Method,
+    pub uri: Uri,
     pub client: SocketAddr,
+}
+
+impl Cause {
+    /// The path the client asked for (without the query).
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
 }
 
 /// The answer a held request gets.
@@ -244,7 +253,7 @@ impl Driver {
         {
             return;
         }
-        tracing::info!(method = %cause.method, path = %cause.path, client = %cause.client,
+        tracing::info!(method = %cause.method, path = %cause.path(), client = %cause.client,
             "not heard from Ollama for WAKE_INTERVAL: sending a wake alongside the request");
         let waker = Arc::clone(waker);
         tokio::spawn(async move {

@@ -53,8 +53,8 @@ fn driver(packets: &std::net::UdpSocket) -> Arc<Driver> {
 
 fn cause() -> Cause {
     Cause {
-        method: "POST".into(),
-        path: "/api/chat".into(),
+        method: axum::http::Method::POST,
+        uri: axum::http::Uri::from_static("/api/chat"),
         client: "127.0.0.1:1".parse().unwrap(),
     }
 }

@@ -204,6 +204,10 @@ impl ReqBody {
         if content_length.is_some_and(|n| n > intake.limit) {
             return Ok((ReqBody::Streaming(body), None));
         }
+        // No body at all (most requests): nothing to read, no timer to set.
+        if http_body::Body::is_end_stream(&body) {
+            return Ok((ReqBody::Buffered(Bytes::new()), None));
+        }
         let mut permit = None;
         let mut partial = Partial::new(content_length, intake.limit);
         let mut stream = body.into_data_stream();
@@ -243,6 +247,11 @@ impl ReqBody {
     /// The body for one attempt; a streamed body can be taken once.
     pub(crate) fn take(&mut self) -> Body {
         match std::mem::replace(self, ReqBody::Spent) {
+            // `Body::empty()` allocates nothing; an empty `Full` would.
+            ReqBody::Buffered(b) if b.is_empty() => {
+                *self = ReqBody::Buffered(b);
+                Body::empty()
+            }
             ReqBody::Buffered(b) => {
                 *self = ReqBody::Buffered(b.clone());
                 Body::from(b)
