@@ -103,6 +103,11 @@ async fn chat(proxy: &Proxy, model: &str, seq: &str) -> u16 {
         .as_u16()
 }
 
+/// The paths a machine's Ollama was asked, in order.
+fn paths(host: &Host) -> Vec<String> {
+    host.state.log.all().into_iter().map(|r| r.path).collect()
+}
+
 fn arrivals(host: &Host) -> Vec<String> {
     host.state.log.arrivals.lock().unwrap().clone()
 }
@@ -191,6 +196,33 @@ async fn while_the_desktop_boots_the_mini_pc_answers_at_once() {
     assert!(on_minipc.iter().all(|a| a.starts_with("small")));
     assert!(on_desktop.iter().all(|a| a.starts_with("big")));
     assert_eq!((on_minipc.len(), on_desktop.len()), (20, 20));
+    assert_eq!(s.minipc.packets.load(Ordering::SeqCst), 0);
+    s.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn official_python_clients_list_and_chat_across_two_machines() {
+    let Some(py) = common::py::python() else {
+        return;
+    };
+    let Some(s) = setup().await else { return };
+    s.desktop.sleep();
+    let out = common::py::run_clients(&py, &s.proxy.url(""), &["--two-machines"]).await;
+    eprintln!("{out}");
+    assert!(out.contains("openai chat big:70b"), "{out}");
+    // The ollama client's chat went to the mini PC, the OpenAI one woke the desktop.
+    let (minipc, desktop) = (paths(&s.minipc), paths(&s.desktop));
+    assert!(minipc.contains(&"/api/chat".to_string()), "{minipc:?}");
+    assert!(
+        !minipc.contains(&"/v1/chat/completions".to_string()),
+        "{minipc:?}"
+    );
+    assert!(
+        desktop.contains(&"/v1/chat/completions".to_string()),
+        "{desktop:?}"
+    );
+    assert!(!desktop.contains(&"/api/chat".to_string()), "{desktop:?}");
+    assert!(s.desktop.packets.load(Ordering::SeqCst) > 0);
     assert_eq!(s.minipc.packets.load(Ordering::SeqCst), 0);
     s.proxy.stop().await;
 }

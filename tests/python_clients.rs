@@ -5,35 +5,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::py::python;
+use common::py::{python, run_clients};
 use common::sleeping::SleepingHost;
 use common::{Fake, Proxy};
-
-/// Runs tests/py/clients.py against `base` and returns its output, failing on a non-zero exit.
-pub async fn run_clients(py: &PathBuf, base: &str, extra: &[&str]) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/clients.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(py)
-            .arg(script)
-            .arg(base)
-            .args(extra)
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY")
-            .env("NO_PROXY", "*")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("python clients hung")
-    .unwrap();
-    let text = common::output_text(&out);
-    assert!(out.status.success(), "{text}");
-    text
-}
 
 #[tokio::test]
 async fn official_python_clients_through_the_proxy() {

@@ -1,5 +1,5 @@
 //! One machine running Ollama: its connection pool, its state and wake driver, its share of the
-//! cache and its counters (see "Several machines" in docs/behaviour.md).
+//! cache and its counters (see "Routing" in docs/behaviour.md).
 
 pub(crate) mod machine;
 pub(crate) mod pick;

@@ -1,6 +1,6 @@
 """Drives ollama-proxy with the official `ollama` and `openai` Python packages.
 
-Usage: clients.py BASE_URL [--only-chat]
+Usage: clients.py BASE_URL [--only-chat | --two-machines]
 Exits non-zero (with a traceback) when anything is wrong.
 """
 import sys
@@ -12,6 +12,24 @@ base = sys.argv[1]
 only_chat = "--only-chat" in sys.argv
 
 o = ollama.Client(host=base)
+
+if "--two-machines" in sys.argv:
+    # big:70b on the desktop only, small:1b on both: one merged list, each model chatted with.
+    names = sorted(m.model for m in o.list().models)
+    assert names == ["big:70b", "small:1b"], names
+    print("ollama list:", names)
+    oa = openai.OpenAI(base_url=base + "/v1", api_key="ollama")
+    ids = sorted(m.id for m in oa.models.list().data)
+    assert ids == ["big:70b", "small:1b"], ids
+    print("openai models:", ids)
+    parts = [c["message"]["content"] for c in o.chat(model="small:1b", messages=[{"role": "user", "content": "hi"}], stream=True)]
+    assert len(parts) >= 2, parts
+    print("ollama chat small:1b:", len(parts), "chunks")
+    stream = oa.chat.completions.create(model="big:70b", messages=[{"role": "user", "content": "hi"}], stream=True)
+    deltas = [c.choices[0].delta.content for c in stream if c.choices]
+    assert len(deltas) >= 2, deltas
+    print("openai chat big:70b:", len(deltas), "chunks")
+    sys.exit(0)
 
 # A streamed chat, chunk by chunk.
 parts = [c["message"]["content"] for c in o.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}], stream=True)]
