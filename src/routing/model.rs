@@ -47,12 +47,12 @@ pub fn model_keys(method: &str, path: &str) -> Option<&'static [&'static str]> {
             | "/api/generate"
             | "/api/embed"
             | "/api/embeddings"
-            | "/api/show"
             | "/v1/chat/completions"
             | "/v1/completions"
             | "/v1/embeddings",
         ) => Some(&["model"]),
-        ("POST", "/api/pull") | ("DELETE", "/api/delete") => Some(&["model", "name"]),
+        // Ollama reads `name` when `model` is empty for these (LiteLLM asks /api/show by `name`).
+        ("POST", "/api/pull" | "/api/show") | ("DELETE", "/api/delete") => Some(&["model", "name"]),
         ("POST", "/api/copy") => Some(&["source"]),
         _ => None,
     }
@@ -125,6 +125,12 @@ mod tests {
             requested_model("POST", "/api/pull", pull).as_deref(),
             Some("qwen:7b")
         );
+        // LiteLLM's show.
+        assert_eq!(
+            requested_model("POST", "/api/show", pull).as_deref(),
+            Some("qwen:7b")
+        );
+        assert_eq!(requested_model("POST", "/api/chat", pull), None);
         let both = br#"{"name":"a","model":"b"}"#;
         assert_eq!(
             requested_model("DELETE", "/api/delete", both).as_deref(),
