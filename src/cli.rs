@@ -87,6 +87,28 @@ pub struct ServeArgs {
     /// Persist the metadata cache in this file.
     #[arg(long, env = "CACHE_FILE")]
     pub cache_file: Option<String>,
+    /// Who may use the proxy and wake a machine.
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+/// API keys and the wake rate limit (see "Access" in docs/behaviour.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AccessArgs {
+    /// File of API keys, one `name:key:rights` per line (rights: read or use); without keys
+    /// anyone may use the proxy
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// API keys as `name:key:rights`, separated by commas (for containers)
+    #[arg(long, env = "API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// Send the client's Authorization header on to Ollama (with keys set it is kept back)
+    #[arg(long, env = "FORWARD_AUTHORIZATION")]
+    pub forward_authorization: bool,
+    /// Most wake cycles per machine in any hour; past it, requests that would wake get 503
+    /// [default: unlimited]
+    #[arg(long, env = "MAX_WAKES_PER_HOUR")]
+    pub max_wakes_per_hour: Option<String>,
 }
 
 /// Where Ollama is and how long to wait for it.

@@ -43,6 +43,17 @@ pub enum ProxyError {
     /// The client's request could not be read.
     #[error("{0}")]
     BadRequest(String),
+    /// MAX_WAKES_PER_HOUR wake cycles of this machine in the last hour.
+    #[error(
+        "the machine was woken too often (MAX_WAKES_PER_HOUR); it may be woken again in {0} s"
+    )]
+    WakeLimit(u64),
+    /// No API key, or not a configured one.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The API key's rights do not allow this request.
+    #[error("{0}")]
+    Forbidden(String),
     /// The proxy is shutting down.
     #[error("ollama-proxy is shutting down")]
     ShuttingDown,
@@ -63,7 +74,10 @@ impl ProxyError {
             | ProxyError::QueueFull(..)
             | ProxyError::ShuttingDown
             | ProxyError::OutOfResource(_)
-            | ProxyError::BodyBudget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::BodyBudget { .. }
+            | ProxyError::WakeLimit(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -73,7 +87,9 @@ impl ProxyError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ProxyError::Asleep(_, s) | ProxyError::QueueFull(_, s) => Some(*s),
+            ProxyError::Asleep(_, s) | ProxyError::QueueFull(_, s) | ProxyError::WakeLimit(s) => {
+                Some(*s)
+            }
             ProxyError::BodyBudget { retry, .. } => Some(*retry),
             ProxyError::ShuttingDown => Some(5),
             ProxyError::OutOfResource(_) => Some(1),
@@ -88,6 +104,8 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::MethodNotAllowed(_)
             | ProxyError::ClientTimeout(_) => "invalid_request_error",
+            ProxyError::Unauthorized(_) => "authentication_error",
+            ProxyError::Forbidden(_) => "permission_error",
             _ => "api_error",
         };
         let body = if openai {
@@ -96,6 +114,10 @@ impl ProxyError {
             serde_json::json!({ "error": message })
         };
         let mut resp = (self.status(), axum::Json(body)).into_response();
+        if self.status() == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

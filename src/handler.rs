@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::auth::{Caller, Refusal, Rights};
 use crate::backend::{pick, Backend, Backends};
 use crate::body::OnEnd;
 use crate::config::Config;
@@ -44,7 +45,8 @@ pub async fn handle(
 ) -> Resp {
     let route = routes::route(req.method(), req.uri().path());
     let openai = routes::is_openai(req.uri().path());
-    if let Err(e) = well_formed(&req) {
+    let mut req = req;
+    if let Err(e) = well_formed(&req).and_then(|()| admit(&app, &route, &mut req, client)) {
         return e.into_response_for(openai);
     }
     let result = match route {
@@ -82,6 +84,57 @@ fn well_formed(req: &Request) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Who is asking (see "Access" in docs/behaviour.md): with API keys configured, every request but
+/// `/health` needs one, and a `read` key may not run models or wake a machine. The caller goes into
+/// the request's extensions; `Authorization` is kept back from Ollama unless FORWARD_AUTHORIZATION.
+fn admit(
+    app: &App,
+    route: &Route,
+    req: &mut Request,
+    client: SocketAddr,
+) -> Result<(), ProxyError> {
+    let access = &app.cfg.access;
+    if access.keys.is_empty() || matches!(route, Route::Health) {
+        return Ok(());
+    }
+    let auth = req.headers().get(header::AUTHORIZATION);
+    let caller = access.keys.check(auth.map(|v| v.as_bytes())).map_err(|refusal| {
+        tracing::debug!(path = %req.uri().path(), client = %client, ?refusal, "refused: no valid API key");
+        ProxyError::Unauthorized(match refusal {
+            Refusal::Missing => "an API key is needed: send it as Authorization: Bearer <key>",
+            Refusal::Wrong => "the API key is not valid",
+        })
+    })?;
+    if caller.rights == Rights::Read && matches!(route, Route::Work) {
+        let name = caller.key.as_deref().unwrap_or_default();
+        return Err(ProxyError::Forbidden(format!(
+            "the API key {name} may read model lists, not run models or wake a machine"
+        )));
+    }
+    if !access.forward_authorization {
+        req.headers_mut().remove(header::AUTHORIZATION);
+    }
+    req.extensions_mut().insert(caller);
+    Ok(())
+}
+
+/// The cause of the requests made for a client (the API key it used, and whether it may wake).
+pub(crate) fn cause_of(
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    extensions: &axum::http::Extensions,
+    client: SocketAddr,
+) -> Cause {
+    let caller = extensions.get::<Caller>();
+    Cause {
+        method: method.clone(),
+        uri: uri.clone(),
+        client,
+        key: caller.and_then(|c| c.key.clone()),
+        may_wake: caller.is_none_or(|c| c.rights == Rights::Use),
+    }
+}
+
 /// The preferred machine's fields (as with a single machine), and every machine's.
 fn health(app: &App) -> Resp {
     let d = &app.backends.preferred().driver;
@@ -115,11 +168,7 @@ pub(crate) async fn prepare(
     let (body, permit) = ReqBody::read(body, length, intake)
         .await
         .map_err(|e| read_error(app, backend, parts.uri.path(), e))?;
-    let cause = Cause {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        client,
-    };
+    let cause = cause_of(&parts.method, &parts.uri, &parts.extensions, client);
     let patience = routes::patience(parts.uri.path());
     let mut out = Outgoing::new(parts, body, cause, backend.target(), patience)?;
     out.budget = permit;
@@ -206,14 +255,25 @@ pub(crate) async fn send(
     out: &mut Outgoing,
     may_wake: bool,
 ) -> Result<proxy::Answer, Failure> {
-    proxy::forward(
+    let allowed = out.cause.may_wake;
+    let t = app.timeouts;
+    match proxy::forward(
         &backend.driver,
         &backend.client,
-        app.timeouts,
+        t,
         out,
-        may_wake,
+        may_wake && allowed,
     )
     .await
+    {
+        Err(Failure::Unreachable(_)) if may_wake && !allowed => {
+            let name = out.cause.key.as_deref().unwrap_or_default();
+            Err(Failure::Error(ProxyError::Forbidden(format!(
+                "Ollama is asleep, and the API key {name} may not wake it"
+            ))))
+        }
+        other => other,
+    }
 }
 
 pub(crate) fn respond(

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub(crate) mod acked;
+pub(crate) mod auth;
 pub(crate) mod backend;
 pub(crate) mod body;
 pub(crate) mod cache;

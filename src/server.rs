@@ -105,6 +105,7 @@ fn backends(cfg: &Config, shutdown: &CancellationToken) -> anyhow::Result<Backen
         timeout: cfg.timeout,
         wake_interval: cfg.wake_interval,
         max_queue: cfg.max_queue,
+        max_wakes_per_hour: cfg.access.max_wakes_per_hour,
         cache_file: cfg.cache_file.clone(),
         several: cfg.backends.len() > 1,
     };

@@ -26,11 +26,7 @@ type Resp = Response<Body>;
 
 /// The cause of the requests made on a client's behalf.
 fn cause(req: &Request, client: SocketAddr) -> Cause {
-    Cause {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        client,
-    }
+    crate::handler::cause_of(req.method(), req.uri(), req.extensions(), client)
 }
 
 /// One machine's model list: the cached one when it is fresh or the machine sleeps, else asked

@@ -55,6 +55,7 @@ impl Backend {
             probe_timeout: ollama.connect_timeout + shared.timeout,
             wake_interval: shared.wake_interval,
             max_queue: shared.max_queue,
+            max_wakes_per_hour: shared.max_wakes_per_hour,
         };
         let driver = Driver::new(waker, Arc::clone(&client), settings, shutdown.clone());
         let cache = Cache::load(shared.cache_file(&cfg.name))
@@ -102,6 +103,8 @@ pub struct DriverShared {
     pub timeout: std::time::Duration,
     pub wake_interval: std::time::Duration,
     pub max_queue: usize,
+    /// MAX_WAKES_PER_HOUR, for each machine.
+    pub max_wakes_per_hour: Option<usize>,
     /// CACHE_FILE, if set.
     pub cache_file: Option<std::path::PathBuf>,
     /// More than one machine: each keeps its cache in a file of its own.
@@ -214,6 +217,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             wake_interval: std::time::Duration::from_secs(1),
             max_queue: 1,
+            max_wakes_per_hour: None,
             cache_file: file.map(Into::into),
             several,
         }

@@ -1,11 +1,13 @@
 //! Validated configuration: turns the raw CLI/environment strings into typed settings, or one clear error.
 
+mod access;
 mod backends;
 mod file;
 mod layer;
 mod parse;
 mod wake;
 
+pub use access::AccessConfig;
 pub use backends::BackendConfig;
 pub use parse::ConfigError;
 #[cfg(test)]
@@ -92,6 +94,8 @@ pub struct Config {
     pub client_header_timeout: Duration,
     /// Longest idle time of a keep-alive client connection between requests.
     pub client_idle_timeout: Duration,
+    /// API keys and the wake rate limit.
+    pub access: AccessConfig,
 }
 
 impl OllamaConfig {
@@ -234,6 +238,7 @@ impl Config {
                 default::CLIENT_IDLE_TIMEOUT,
                 nonzero,
             )?,
+            access: AccessConfig::from_args(&args.access)?,
         })
     }
 }

@@ -22,7 +22,7 @@ impl Driver {
             return;
         };
         if let Some(c) = self.lock().cause.take() {
-            tracing::info!(cycle, method = %c.method, path = %c.path(), client = %c.client, "waking Ollama");
+            tracing::info!(cycle, method = %c.method, path = %c.path(), client = %c.client, key = %c.key.as_deref().unwrap_or("-"), "waking Ollama");
         }
         let w = Arc::clone(&waker);
         tokio::spawn(async move {

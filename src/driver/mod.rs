@@ -2,6 +2,7 @@
 //! "Holding and replay" in docs/behaviour.md); the wake cycle itself is in [`cycle`].
 
 mod cycle;
+pub(crate) mod limit;
 mod probe;
 
 use cycle::{log_outcome, release};
@@ -45,6 +46,10 @@ pub struct Cause {
     pub method: Method,
     pub uri: Uri,
     pub client: SocketAddr,
+    /// The name of the API key the request came with (see "Access").
+    pub key: Option<Arc<str>>,
+    /// The key's rights allow waking a machine.
+    pub may_wake: bool,
 }
 
 impl Cause {
@@ -75,6 +80,7 @@ struct Inner {
     history: VecDeque<Duration>,
     stopping: bool,
     cause: Option<Cause>,
+    limit: limit::WakeLimit,
 }
 
 /// Settings the driver needs.
@@ -85,6 +91,8 @@ pub struct DriverConfig {
     pub probe_timeout: Duration,
     pub wake_interval: Duration,
     pub max_queue: usize,
+    /// MAX_WAKES_PER_HOUR (see "Wake rate limit").
+    pub max_wakes_per_hour: Option<usize>,
 }
 
 /// The backend's state, its held requests and its wake cycles.
@@ -148,6 +156,7 @@ impl Driver {
                 history: VecDeque::new(),
                 stopping: false,
                 cause: None,
+                limit: limit::WakeLimit::new(cfg.max_wakes_per_hour),
             }),
             state: AtomicU8::new(encode(State::Unknown)),
             heard_ms: AtomicU64::new(0),
@@ -172,8 +181,28 @@ impl Driver {
         let action = self.apply(inner, Event::WakeNeeded);
         if action.is_some() {
             inner.cause = Some(cause.clone());
+            inner.limit.record(Instant::now());
         }
         action
+    }
+
+    /// `Err` when a new cycle would start and MAX_WAKES_PER_HOUR is used up (the first refusal of
+    /// the window is logged).
+    fn wake_allowed(&self, inner: &mut Inner, cause: &Cause) -> Result<(), ProxyError> {
+        if inner.machine.state() == State::Waking {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let Err(until) = inner.limit.check(now) else {
+            return Ok(());
+        };
+        let retry = until.saturating_duration_since(now).as_secs().max(1);
+        if inner.limit.first_refusal(until) {
+            tracing::warn!(method = %cause.method, path = %cause.path(), client = %cause.client,
+                key = %cause.key.as_deref().unwrap_or("-"), retry_after = retry,
+                "MAX_WAKES_PER_HOUR reached: requests that would wake the machine are refused");
+        }
+        Err(ProxyError::WakeLimit(retry))
     }
 
     fn now_ms(&self) -> u64 {
@@ -238,7 +267,13 @@ impl Driver {
         if self.waker.is_none() {
             return;
         }
-        let action = self.wake_needed(&mut self.lock(), cause);
+        let action = {
+            let mut inner = self.lock();
+            match self.wake_allowed(&mut inner, cause) {
+                Ok(()) => self.wake_needed(&mut inner, cause),
+                Err(_) => None,
+            }
+        };
         self.perform(action);
     }
 
@@ -246,14 +281,18 @@ impl Driver {
     /// (see "Wake interval" in docs/behaviour.md).
     pub fn early_wake(&self, cause: &Cause) {
         let Some(waker) = &self.waker else { return };
-        if !self
-            .lock()
-            .machine
-            .early_wake_due(Instant::now(), self.cfg.wake_interval)
         {
-            return;
+            let mut inner = self.lock();
+            let now = Instant::now();
+            // Past MAX_WAKES_PER_HOUR no packet goes alongside either.
+            if inner.limit.check(now).is_err()
+                || !inner.machine.early_wake_due(now, self.cfg.wake_interval)
+            {
+                return;
+            }
         }
         tracing::info!(method = %cause.method, path = %cause.path(), client = %cause.client,
+            key = %cause.key.as_deref().unwrap_or("-"),
             "not heard from Ollama for WAKE_INTERVAL: sending a wake alongside the request");
         let waker = Arc::clone(waker);
         tokio::spawn(async move {
@@ -305,6 +344,7 @@ impl Driver {
                 drop(inner);
                 return Err(self.queue_full_error());
             }
+            self.wake_allowed(&mut inner, cause)?;
             inner.next_id += 1;
             let id = inner.next_id;
             inner.queue.push_back(Held { id, tx });

@@ -42,6 +42,7 @@ fn driver(packets: &std::net::UdpSocket) -> Arc<Driver> {
         probe_timeout: Duration::from_secs(2),
         wake_interval: Duration::from_secs(600),
         max_queue: 1000,
+        max_wakes_per_hour: None,
     };
     Arc::new(Driver::new(
         Some(waker),
@@ -56,6 +57,8 @@ fn cause() -> Cause {
         method: axum::http::Method::POST,
         uri: axum::http::Uri::from_static("/api/chat"),
         client: "127.0.0.1:1".parse().unwrap(),
+        key: None,
+        may_wake: true,
     }
 }
 

@@ -1,6 +1,8 @@
 """Drives ollama-proxy with the official `ollama` and `openai` Python packages.
 
-Usage: clients.py BASE_URL [--only-chat | --two-machines]
+Usage: clients.py BASE_URL [--only-chat | --two-machines] [--key KEY]
+With --key, both clients send KEY (ollama: an Authorization header; openai: api_key), and a client
+without it must be refused with 401 first.
 Exits non-zero (with a traceback) when anything is wrong.
 """
 import sys
@@ -10,15 +12,31 @@ import openai
 
 base = sys.argv[1]
 only_chat = "--only-chat" in sys.argv
+key = sys.argv[sys.argv.index("--key") + 1] if "--key" in sys.argv else None
 
-o = ollama.Client(host=base)
+if key is not None:
+    try:
+        ollama.Client(host=base).list()
+        raise SystemExit("listed without a key")
+    except ollama.ResponseError as e:
+        assert e.status_code == 401, e
+    try:
+        openai.OpenAI(base_url=base + "/v1", api_key="not-the-key").models.list()
+        raise SystemExit("listed with a wrong key")
+    except openai.AuthenticationError:
+        pass
+    print("without the key: 401")
+
+headers = {"Authorization": "Bearer " + key} if key else None
+api_key = key or "ollama"
+o = ollama.Client(host=base, headers=headers)
 
 if "--two-machines" in sys.argv:
     # big:70b on the desktop only, small:1b on both: one merged list, each model chatted with.
     names = sorted(m.model for m in o.list().models)
     assert names == ["big:70b", "small:1b"], names
     print("ollama list:", names)
-    oa = openai.OpenAI(base_url=base + "/v1", api_key="ollama")
+    oa = openai.OpenAI(base_url=base + "/v1", api_key=api_key)
     ids = sorted(m.id for m in oa.models.list().data)
     assert ids == ["big:70b", "small:1b"], ids
     print("openai models:", ids)
@@ -52,7 +70,7 @@ show = o.show("llama3.2")
 assert show.modelinfo is not None
 print("ollama show: ok")
 
-oa = openai.OpenAI(base_url=base + "/v1", api_key="ollama")
+oa = openai.OpenAI(base_url=base + "/v1", api_key=api_key)
 ids = [m.id for m in oa.models.list().data]
 assert "llama3.2:latest" in ids, ids
 print("openai models:", ids)
