@@ -6,22 +6,22 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, Response};
 use axum::response::IntoResponse;
-use bytes::Bytes;
 use serde_json::json;
 
 use crate::auth::{Caller, Refusal, Rights};
-use crate::backend::{pick, Backend, Backends};
+use crate::backend::{Backend, Backends};
 use crate::body::OnEnd;
 use crate::config::Config;
 use crate::driver::Cause;
 use crate::error::ProxyError;
 use crate::meta;
 use crate::proxy::{self, Failure, Outgoing, Timeouts};
-use crate::request::{Budget, Intake, ReadError, ReqBody};
+use crate::request::{Budget, BudgetPermit, Intake, ReadError, ReqBody};
+use crate::routed;
 use crate::routes::{self, Route};
-use crate::routing;
 use crate::several;
 
 /// Everything a request needs.
@@ -60,14 +60,8 @@ pub async fn handle(
         Route::Tags | Route::V1Models | Route::V1Model(_) if !app.backends.single() => {
             several::tags(&app, req, client, route).await
         }
-        Route::Work => match by_model(&app, req, client).await {
-            Ok(routed) => work(&app, routed, client).await,
-            Err(e) => Err(e),
-        },
-        Route::Show => match by_model(&app, req, client).await {
-            Ok(r) => meta::meta(&app, &r.backend, r.req, client, route).await,
-            Err(e) => Err(e),
-        },
+        Route::Work => routed::work(&app, req, client).await,
+        Route::Show => routed::show(&app, req, client, route).await,
         _ => meta::meta(&app, app.backends.preferred(), req, client, route).await,
     };
     result.unwrap_or_else(|e| e.into_response_for(openai))
@@ -126,12 +120,13 @@ pub(crate) fn cause_of(
     client: SocketAddr,
 ) -> Cause {
     let caller = extensions.get::<Caller>();
+    let rights = caller.is_none_or(|c| c.rights == Rights::Use);
     Cause {
         method: method.clone(),
         uri: uri.clone(),
         client,
         key: caller.and_then(|c| c.key.clone()),
-        may_wake: caller.is_none_or(|c| c.rights == Rights::Use),
+        may_wake: rights && extensions.get::<routed::NoWake>().is_none(),
     }
 }
 
@@ -152,22 +147,51 @@ pub(crate) async fn prepare(
     client: SocketAddr,
     may_hold: bool,
 ) -> Result<Outgoing, ProxyError> {
+    let asleep = room_to_hold(backend, may_hold)?;
+    let (parts, body) = req.into_parts();
+    let (body, permit) = read_body(app, backend, &parts, body, asleep).await?;
+    finish(backend, parts, body, permit, client)
+}
+
+/// Whether a request that may be held will be (its machine sleeps), after checking that the queue
+/// has room for it.
+pub(crate) fn room_to_hold(backend: &Backend, may_hold: bool) -> Result<bool, ProxyError> {
     let driver = &backend.driver;
     let asleep = may_hold && driver.can_wake() && driver.state().holds();
     if asleep && driver.queue_full() {
         return Err(driver.queue_full_error());
     }
-    let (parts, body) = req.into_parts();
-    let length = content_length(&parts.headers);
+    Ok(asleep)
+}
+
+/// Takes in a request body (see "Request bodies" in docs/behaviour.md); `must_hold`: it will be
+/// held, so a body the budget has no room for is refused rather than streamed.
+pub(crate) async fn read_body(
+    app: &App,
+    backend: &Backend,
+    parts: &Parts,
+    body: Body,
+    must_hold: bool,
+) -> Result<(ReqBody, Option<BudgetPermit>), ProxyError> {
     let intake = Intake {
         limit: app.cfg.max_held_body,
         budget: &app.budget,
         silence: app.cfg.client_header_timeout,
-        must_hold: asleep,
+        must_hold,
     };
-    let (body, permit) = ReqBody::read(body, length, intake)
+    ReqBody::read(body, content_length(&parts.headers), intake)
         .await
-        .map_err(|e| read_error(app, backend, parts.uri.path(), e))?;
+        .map_err(|e| read_error(app, backend, parts.uri.path(), e))
+}
+
+/// The request for `backend`, its body taken in.
+pub(crate) fn finish(
+    backend: &Backend,
+    parts: Parts,
+    body: ReqBody,
+    permit: Option<BudgetPermit>,
+    client: SocketAddr,
+) -> Result<Outgoing, ProxyError> {
     let cause = cause_of(&parts.method, &parts.uri, &parts.extensions, client);
     let patience = routes::patience(parts.uri.path());
     let mut out = Outgoing::new(parts, body, cause, backend.target(), patience)?;
@@ -200,55 +224,6 @@ fn read_error(app: &App, backend: &Backend, path: &str, e: ReadError) -> ProxyEr
     }
 }
 
-/// A request and the machine chosen for it.
-struct Routed {
-    req: Request,
-    backend: Arc<Backend>,
-    /// The model its body names, if any.
-    model: Option<String>,
-}
-
-/// The machine for a request (see "Routing" in docs/behaviour.md): with several machines, a
-/// request whose body names a model goes to one that has it. The body is read here to find the
-/// model, and handed on as it was read.
-async fn by_model(app: &App, req: Request, client: SocketAddr) -> Result<Routed, ProxyError> {
-    let preferred = app.backends.preferred();
-    let keys = routing::model_keys(req.method().as_str(), req.uri().path());
-    if app.backends.single() || keys.is_none() {
-        let backend = Arc::clone(preferred);
-        return Ok(Routed {
-            req,
-            backend,
-            model: None,
-        });
-    }
-    let (parts, body) = req.into_parts();
-    let intake = Intake {
-        limit: app.cfg.max_held_body,
-        budget: &app.budget,
-        silence: app.cfg.client_header_timeout,
-        must_hold: false,
-    };
-    let length = content_length(&parts.headers);
-    let (mut body, _permit) = ReqBody::read(body, length, intake)
-        .await
-        .map_err(|e| read_error(app, preferred, parts.uri.path(), e))?;
-    let model = match &body {
-        ReqBody::Buffered(bytes) => {
-            routing::requested_model(parts.method.as_str(), parts.uri.path(), bytes)
-        }
-        _ => None,
-    };
-    let backend = Arc::clone(pick::for_model(&app.backends, model.as_deref()));
-    tracing::debug!(model = model.as_deref().unwrap_or(""), backend = %backend.name, client = %client, "routed");
-    let req = Request::from_parts(parts, body.take());
-    Ok(Routed {
-        req,
-        backend,
-        model,
-    })
-}
-
 pub(crate) async fn send(
     app: &App,
     backend: &Backend,
@@ -266,7 +241,7 @@ pub(crate) async fn send(
     )
     .await
     {
-        Err(Failure::Unreachable(_)) if may_wake && !allowed => {
+        Err(Failure::Unreachable(_)) if may_wake && !allowed && out.cause.key.is_some() => {
             let name = out.cause.key.as_deref().unwrap_or_default();
             Err(Failure::Error(ProxyError::Forbidden(format!(
                 "Ollama is asleep, and the API key {name} may not wake it"
@@ -283,41 +258,6 @@ pub(crate) fn respond(
     on_end: Option<OnEnd>,
 ) -> Resp {
     proxy::respond(answer, app.timeouts.model, capture, on_end)
-}
-
-/// Any other request: forward, waking Ollama when needed.
-async fn work(app: &App, routed: Routed, client: SocketAddr) -> Result<Resp, ProxyError> {
-    let Routed {
-        req,
-        mut backend,
-        model,
-    } = routed;
-    let changes = routes::changes_models(req.method(), req.uri().path());
-    let mut out = prepare(app, &backend, req, client, true).await?;
-    // A machine believed awake may have gone to sleep: when another awake one has the model, it
-    // serves the request instead of waking this one.
-    let wake_first = !pick::awake_alternative(&app.backends, &backend, model.as_deref());
-    let several = !app.backends.single();
-    let mut in_flight = several.then(|| backend.begin());
-    let mut sent = send(app, &backend, &mut out, wake_first).await;
-    if let (Err(Failure::Unreachable(why)), false) = (&sent, wake_first) {
-        let next = Arc::clone(pick::for_model(&app.backends, model.as_deref()));
-        tracing::info!(from = %backend.name, to = %next.name, error = %why, "machine unreachable; another one that has the model serves the request");
-        out.retarget(next.target())?;
-        backend = next;
-        in_flight = several.then(|| backend.begin());
-        sent = send(app, &backend, &mut out, true).await;
-    }
-    let resp = sent.map_err(unreachable_is_502)?;
-    let on_end: Option<OnEnd> = (changes && resp.0.status().is_success()).then(|| {
-        let cache = Arc::clone(&backend.cache);
-        Box::new(move |_: Option<Bytes>| cache.invalidate_models()) as OnEnd
-    });
-    let resp = respond(app, resp, 0, on_end);
-    Ok(match in_flight {
-        Some(guard) => guard.until_end_of(resp),
-        None => resp,
-    })
 }
 
 pub(crate) fn unreachable_is_502(f: Failure) -> ProxyError {

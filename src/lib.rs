@@ -25,6 +25,7 @@ pub(crate) mod models;
 pub(crate) mod outbound;
 pub(crate) mod proxy;
 pub(crate) mod request;
+pub(crate) mod routed;
 pub(crate) mod routes;
 pub mod routing;
 pub mod server;

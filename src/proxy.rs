@@ -262,6 +262,12 @@ pub async fn forward(
                 tracing::debug!(path = %out.path_and_query, error = %why, "Ollama closed a reused connection without answering; sending once more on a new one");
                 fresh_only = true;
             }
+            Ok(Err(SendFailure::UnackedAfterPart(why))) => {
+                tracing::warn!(path = %out.path_and_query, error = %why, "Ollama stopped acknowledging after part of the request: not sent again");
+                driver.unreachable();
+                let reason = format!("Ollama stopped answering after part of the request ({why}); it may have received it, so it is not sent again");
+                return Err(ProxyError::Upstream(reason).into());
+            }
             Ok(Err(SendFailure::Unacked(why))) => {
                 tracing::info!(path = %out.path_and_query, error = %why, "Ollama stopped acknowledging (asleep?)");
                 driver.unreachable();

@@ -36,7 +36,7 @@ async fn list_of(app: &Arc<App>, backend: &Arc<Backend>, cause: Cause) -> Option
     let fresh = cached
         .as_ref()
         .is_some_and(|e| e.is_fresh(app.cfg.cache_duration));
-    if fresh || backend.driver.state().holds() {
+    if fresh || !pick::worth_asking(backend) {
         return cached;
     }
     let attempt = {
@@ -85,7 +85,9 @@ pub(crate) async fn tags(
 /// asked.
 pub(crate) async fn ps(app: &Arc<App>, req: Request, client: SocketAddr) -> Resp {
     let awake = pick::awake(&app.backends);
-    let asks = awake.iter().map(|b| ps_of(app, b, cause(&req, client)));
+    let asks = awake
+        .iter()
+        .map(|b| ps_in_time(app, b, cause(&req, client)));
     let answers: Vec<Bytes> = futures_util::future::join_all(asks)
         .await
         .into_iter()
@@ -104,6 +106,19 @@ pub(crate) async fn ps(app: &Arc<App>, req: Request, client: SocketAddr) -> Resp
         joined,
     )
         .into_response()
+}
+
+/// One machine's `/api/ps` body, if it answers within the head start a machine believed awake
+/// gets (see "Freshness" in docs/behaviour.md); a late answer still updates the machine's state.
+async fn ps_in_time(app: &Arc<App>, backend: &Arc<Backend>, cause: Cause) -> Option<Bytes> {
+    let attempt = {
+        let (app, backend) = (Arc::clone(app), Arc::clone(backend));
+        async move { ps_of(&app, &backend, cause).await }
+    };
+    match meta::head_start(app, backend, attempt).await {
+        Raced::Ready(answer) => answer,
+        Raced::Late(_) | Raced::Lost => None,
+    }
 }
 
 /// One machine's `/api/ps` body, if it answers 200 in time.

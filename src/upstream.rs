@@ -55,9 +55,13 @@ pub enum ConnectError {
 pub enum SendFailure {
     /// An idle pooled connection that the server had closed: the request never left; send again.
     Stale(String),
-    /// Sent data stayed unacknowledged until TCP_USER_TIMEOUT: the host is gone (asleep) and Ollama
-    /// never got the whole request, so it is safe to replay after a wake.
+    /// None of the request was acknowledged for CONNECT_TIMEOUT (or until TCP_USER_TIMEOUT): the
+    /// host is gone (asleep) and Ollama did not get the request, so it is safe to replay after a
+    /// wake.
     Unacked(String),
+    /// Part of the request was acknowledged, then nothing more: the host went silent, and Ollama
+    /// may hold the whole request (its last acknowledgement lost), so it is never sent again.
+    UnackedAfterPart(String),
     /// A reused connection broke before any byte of the answer, and the request is idempotent
     /// (GET, HEAD, OPTIONS): Ollama most likely closed it while idle; sending it once more on a new
     /// connection is safe.
@@ -273,11 +277,16 @@ impl Client {
             *req.method(),
             hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
         );
+        let before = watch.acked_bytes();
         let answer = tokio::select! {
             answer = sender.send_request(req) => answer,
-            acks = watch.stalled(self.connect_timeout) => {
+            acks = watch.stalled(self.connect_timeout, before.unwrap_or_default()) => {
                 watch.abort();
-                return Err(SendFailure::Unacked(format!("sent bytes unacknowledged: {acks}")));
+                let why = format!("sent bytes unacknowledged: {acks}");
+                return Err(match before {
+                    Some(b) if acks.bytes_acked == b => SendFailure::Unacked(why),
+                    _ => SendFailure::UnackedAfterPart(why),
+                });
             }
         };
         match answer {

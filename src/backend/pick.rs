@@ -2,22 +2,44 @@
 //! with each machine's state, requests in flight and cached model list.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::machine::State;
 use super::{Backend, Backends};
 use crate::cache::Key;
 use crate::routing::{self, Availability, Candidate};
 
+/// How long an always-on machine that failed is left alone before it is tried again.
+const ALWAYS_ON_RETRY: Duration = Duration::from_secs(30);
+
 /// How routing sees a machine's state: an always-on machine counts as awake until a connect to
-/// it fails.
+/// it fails, and as not known [`ALWAYS_ON_RETRY`] after that (it is never woken, so only trying
+/// tells when it is back).
 fn availability(backend: &Backend) -> Availability {
     match backend.driver.state() {
         State::Awake => Availability::Awake,
         State::Unknown if backend.always_on => Availability::Awake,
         State::Unknown => Availability::Unknown,
+        State::Asleep if backend.always_on && retry_due(backend) => Availability::Unknown,
         State::Asleep => Availability::Asleep,
         State::Waking => Availability::Waking,
     }
+}
+
+fn retry_due(backend: &Backend) -> bool {
+    backend
+        .driver
+        .since_failure()
+        .is_none_or(|d| d >= ALWAYS_ON_RETRY)
+}
+
+/// Whether metadata should be asked of this machine rather than taken from the cache: not while it
+/// sleeps or wakes (see "Routing" in docs/behaviour.md).
+pub fn worth_asking(backend: &Backend) -> bool {
+    matches!(
+        availability(backend),
+        Availability::Awake | Availability::Unknown
+    )
 }
 
 /// The model names of a machine's cached `/api/tags` (none when nothing is cached).
@@ -64,12 +86,17 @@ pub fn for_model<'a>(backends: &'a Backends, model: Option<&str>) -> &'a Arc<Bac
         .unwrap_or_else(|| backends.preferred())
 }
 
-/// The machines that are awake (or always on), whose `/api/ps` make the merged one.
+/// The machines that are awake (or always on and not known to be down), whose `/api/ps` make the
+/// merged one.
 pub fn awake(backends: &Backends) -> Vec<&Arc<Backend>> {
     backends
         .all()
         .iter()
-        .filter(|b| availability(b) == Availability::Awake)
+        .filter(|b| match availability(b) {
+            Availability::Awake => true,
+            Availability::Unknown => b.always_on,
+            Availability::Asleep | Availability::Waking => false,
+        })
         .collect()
 }
 

@@ -102,6 +102,8 @@ pub struct Driver {
     state: AtomicU8,
     /// When Ollama last answered, in ms since `epoch` (lock-free fast path of `answered`).
     heard_ms: AtomicU64,
+    /// When a connect to Ollama last failed, in ms since `epoch` (0: never).
+    failed_ms: AtomicU64,
     epoch: Instant,
     waker: Option<Arc<Waker>>,
     client: Arc<Client>,
@@ -160,6 +162,7 @@ impl Driver {
             }),
             state: AtomicU8::new(encode(State::Unknown)),
             heard_ms: AtomicU64::new(0),
+            failed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             waker,
             client,
@@ -214,6 +217,12 @@ impl Driver {
         self.heard_within(Duration::from_secs(1))
     }
 
+    /// Time since Ollama was last found unreachable (`None`: never).
+    pub fn since_failure(&self) -> Option<Duration> {
+        let at = self.failed_ms.load(Ordering::Acquire);
+        (at > 0).then(|| Duration::from_millis(self.now_ms().saturating_sub(at)))
+    }
+
     /// Heard from an awake Ollama within `within` (lock-free).
     fn heard_within(&self, within: Duration) -> bool {
         self.state() == State::Awake
@@ -258,6 +267,8 @@ impl Driver {
 
     /// A connect failed or data went unacknowledged: Ollama is asleep, pooled connections are stale.
     pub fn unreachable(&self) {
+        self.failed_ms
+            .store(self.now_ms().max(1), Ordering::Release);
         self.apply(&mut self.lock(), Event::Unreachable);
         self.client.clear_pool();
     }
