@@ -233,19 +233,20 @@ async fn work(app: &App, routed: Routed, client: SocketAddr) -> Result<Resp, Pro
         model,
     } = routed;
     let changes = routes::changes_models(req.method(), req.uri().path());
+    // Counted from here to the end of its answer (streams included): work keeps the machine from
+    // being put to sleep, and a request counted before a sleep begins cancels it (see "Sleep").
+    let mut in_flight = backend.begin();
     let mut out = prepare(app, &backend, req, client, true).await?;
     // A machine believed awake may have gone to sleep: when another awake one has the model, it
     // serves the request instead of waking this one.
     let wake_first = !pick::awake_alternative(&app.backends, &backend, model.as_deref());
-    let several = !app.backends.single();
-    let mut in_flight = several.then(|| backend.begin());
     let mut sent = send(app, &backend, &mut out, wake_first).await;
     if let (Err(Failure::Unreachable(why)), false) = (&sent, wake_first) {
         let next = Arc::clone(pick::for_model(&app.backends, model.as_deref()));
         tracing::info!(from = %backend.name, to = %next.name, error = %why, "machine unreachable; another one that has the model serves the request");
         out.retarget(next.target())?;
         backend = next;
-        in_flight = several.then(|| backend.begin());
+        in_flight = backend.begin();
         sent = send(app, &backend, &mut out, true).await;
     }
     let resp = sent.map_err(unreachable_is_502)?;
@@ -254,10 +255,7 @@ async fn work(app: &App, routed: Routed, client: SocketAddr) -> Result<Resp, Pro
         Box::new(move |_: Option<Bytes>| cache.invalidate_models()) as OnEnd
     });
     let resp = respond(app, resp, 0, on_end);
-    Ok(match in_flight {
-        Some(guard) => guard.until_end_of(resp),
-        None => resp,
-    })
+    Ok(in_flight.until_end_of(resp))
 }
 
 pub(crate) fn unreachable_is_502(f: Failure) -> ProxyError {

@@ -17,6 +17,7 @@ fn availability(backend: &Backend) -> Availability {
         State::Unknown => Availability::Unknown,
         State::Asleep => Availability::Asleep,
         State::Waking => Availability::Waking,
+        State::Sleeping => Availability::Asleep,
     }
 }
 
