@@ -35,7 +35,8 @@ pub struct Backend {
     host: Option<axum::http::HeaderValue>,
     /// Requests sent to this machine and not yet answered to the end.
     in_flight: AtomicUsize,
-    /// When the last of them finished: ms since `epoch`, plus one (0: none yet).
+    /// When the last of them finished: µs since `epoch`, rounded up (0: none yet), so that it
+    /// is never before an answer seen in the same microsecond.
     last_finished: AtomicU64,
     epoch: Instant,
     /// How and when to put it to sleep.
@@ -119,7 +120,7 @@ impl Backend {
     pub fn last_finished(&self) -> Option<Instant> {
         match self.last_finished.load(Ordering::Acquire) {
             0 => None,
-            ms => Some(self.epoch + std::time::Duration::from_millis(ms - 1)),
+            us => Some(self.epoch + std::time::Duration::from_micros(us)),
         }
     }
 
@@ -221,8 +222,8 @@ impl http_body::Body for Counted {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let b = &self.0;
-        let ms = b.epoch.elapsed().as_millis() as u64 + 1;
-        b.last_finished.fetch_max(ms, Ordering::AcqRel);
+        let us = b.epoch.elapsed().as_micros() as u64 + 1;
+        b.last_finished.fetch_max(us, Ordering::AcqRel);
         b.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

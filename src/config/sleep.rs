@@ -242,7 +242,7 @@ fn sleep_url(raw: &str) -> Result<Url, ConfigError> {
 fn sleep_command(raw: &str) -> Result<Vec<String>, ConfigError> {
     let err = |reason: &str| bad("--sleep-command", "SLEEP_COMMAND", raw, reason);
     let argv = shell_words::split(raw).map_err(|e| err(&format!("cannot split it: {e}")))?;
-    if argv.is_empty() {
+    if argv.first().is_none_or(|program| program.trim().is_empty()) {
         return Err(err("the command is empty"));
     }
     Ok(argv)
