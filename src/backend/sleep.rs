@@ -50,7 +50,7 @@ pub async fn watch(backend: Arc<Backend>, shutdown: CancellationToken) {
             verdict = idle::decide(&backend.idle_inputs(Instant::now()), &settings, ps);
         }
         match verdict {
-            Verdict::Sleep => put_to_sleep(&backend, &sleeper).await,
+            Verdict::Sleep => put_to_sleep(&backend, &sleeper, &shutdown).await,
             Verdict::GaveUp => {
                 let stretch = backend.last_finished();
                 if warned != Some(stretch) {
@@ -68,7 +68,7 @@ pub async fn watch(backend: Arc<Backend>, shutdown: CancellationToken) {
 }
 
 /// Sends the sleep methods and confirms the machine went silent, unless a request came first.
-async fn put_to_sleep(backend: &Arc<Backend>, sleeper: &Sleeper) {
+async fn put_to_sleep(backend: &Arc<Backend>, sleeper: &Sleeper, shutdown: &CancellationToken) {
     let now = Instant::now();
     let inputs = backend.idle_inputs(now);
     let idle_for = inputs
@@ -91,6 +91,10 @@ async fn put_to_sleep(backend: &Arc<Backend>, sleeper: &Sleeper) {
     }
     let sent = Instant::now();
     let silent = backend.driver.confirm_silence(backend.sleep.confirm).await;
+    if shutdown.is_cancelled() {
+        // Stopping: held requests already got 503; whether it slept is nobody's concern now.
+        return;
+    }
     backend.driver.sleep_ended(silent);
     if silent {
         tracing::info!(backend = %backend.name, idle_s = idle_for.as_secs(), awake_s = awake_for.as_secs(),
