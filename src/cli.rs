@@ -20,7 +20,7 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
-/// The commands: `serve`, `wake` and `health`.
+/// The commands: `serve`, `wake`, `sleep` and `health`.
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
@@ -28,6 +28,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Send one wake with the configured methods; optionally wait for Ollama to answer.
     Wake(WakeCmdArgs),
+    /// Send the configured sleep methods now; optionally wait until the machine is silent.
+    Sleep(SleepCmdArgs),
     /// Ask a running proxy's /health endpoint; exit 0 when it is healthy.
     Health(HealthArgs),
 }
@@ -65,6 +67,9 @@ pub struct ServeArgs {
     /// How to wake the host.
     #[command(flatten)]
     pub wake: WakeArgs,
+    /// How and when to put the host to sleep.
+    #[command(flatten)]
+    pub sleep: SleepArgs,
     /// Most requests held at once while Ollama wakes [default: 512]
     #[arg(long, env = "MAX_QUEUE")]
     pub max_queue: Option<String>,
@@ -150,6 +155,50 @@ pub struct WakeArgs {
     /// WolGoWeb key: sign WAKE_URL calls with time and token.
     #[arg(long, env = "WAKE_KEY", hide_env_values = true)]
     pub wake_key: Option<String>,
+}
+
+/// How and when to put the host back to sleep (see "Sleep" in docs/behaviour.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SleepArgs {
+    /// Send a sleep-on-lan packet (the magic packet with the MAC reversed, to WOL_BROADCAST and
+    /// WOL_PORT); needs --mac.
+    #[arg(long, env = "SLEEP_PACKET", num_args = 0..=1, default_missing_value = "true")]
+    pub sleep_packet: Option<String>,
+    /// HTTP GET that puts the host to sleep, e.g. sleep-on-lan's http://desktop:8009/sleep
+    /// (success: 2xx).
+    #[arg(long, env = "SLEEP_URL")]
+    pub sleep_url: Option<String>,
+    /// Command that puts the host to sleep, run without a shell (split like a shell would; 30 s
+    /// limit; success: exit 0), e.g. "ssh -o BatchMode=yes user@desktop sudo systemctl suspend".
+    #[arg(long, env = "SLEEP_COMMAND")]
+    pub sleep_command: Option<String>,
+    /// Put the host to sleep after this long without requests (seconds, or 15m) [default: off]
+    #[arg(long, env = "SLEEP_AFTER")]
+    pub sleep_after: Option<String>,
+    /// Never put the host to sleep sooner than this after it woke (seconds, or 5m) [default: 5m]
+    #[arg(long, env = "MIN_AWAKE")]
+    pub min_awake: Option<String>,
+    /// After the sleep methods, the host must go silent within this (seconds, or 2m)
+    /// [default: 2m]
+    #[arg(long, env = "SLEEP_CONFIRM")]
+    pub sleep_confirm: Option<String>,
+    /// Sleep even when Ollama's /api/ps lists a model that has not expired.
+    #[arg(long, env = "SLEEP_IGNORE_PS", num_args = 0..=1, default_missing_value = "true")]
+    pub sleep_ignore_ps: Option<String>,
+}
+
+/// Options of `sleep`.
+#[derive(Debug, Clone, Args)]
+pub struct SleepCmdArgs {
+    /// The settings of `serve`: the sleep methods and the machine's address.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The machine to put to sleep (a `[[backend]]` name); needed with several.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// After sending, wait until the machine is silent (up to SLEEP_CONFIRM).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Options of `wake`.

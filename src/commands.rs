@@ -1,5 +1,5 @@
-//! The commands: `serve` (the proxy), and `wake` and `health`, one-shot tools that print what they
-//! did (see "Commands" in docs/behaviour.md).
+//! The commands: `serve` (the proxy), and `wake`, `sleep` and `health`, one-shot tools that print
+//! what they did (see "Commands" in docs/behaviour.md).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{HealthArgs, ServeArgs, WakeCmdArgs};
-use crate::config::{Config, ConfigError, OllamaConfig, WakeConfig};
+use crate::cli::{HealthArgs, ServeArgs, SleepCmdArgs, WakeCmdArgs};
+use crate::config::{BackendConfig, Config, ConfigError, OllamaConfig, WakeConfig};
 use crate::signals::Signals;
+use crate::sleep::Sleeper;
 use crate::wake::Waker;
 
 /// Exit code for bad usage or configuration.
@@ -180,6 +181,114 @@ async fn wait_for_ollama(client: &reqwest::Client, ollama: &OllamaConfig) -> Exi
         "ollama-proxy: Ollama did not answer within {} (WAKE_TIMEOUT)",
         humantime::format_duration(ollama.wake_timeout)
     );
+    ExitCode::FAILURE
+}
+
+/// The machine `sleep` acts on: the one named by `--backend`, or the only one.
+fn chosen<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a BackendConfig, String> {
+    let names = || {
+        let all: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+        all.join(", ")
+    };
+    match (name, config.backends.as_slice()) {
+        (Some(name), all) => all.iter().find(|b| b.name == name).ok_or_else(|| {
+            format!(
+                "--backend {name:?}: no such backend (there are: {})",
+                names()
+            )
+        }),
+        (None, [only]) => Ok(only),
+        (None, _) => Err(format!(
+            "several backends: name one with --backend ({})",
+            names()
+        )),
+    }
+}
+
+/// `ollama-proxy sleep`: the configured sleep methods, now; with `--wait`, until the machine is
+/// silent (see "Commands" in docs/behaviour.md).
+pub async fn sleep(args: SleepCmdArgs) -> ExitCode {
+    let config = match Config::from_args(&args.serve) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let backend = match chosen(&config, args.backend.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            fatal(e);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if !backend.sleep.has_method() {
+        fatal(format_args!(
+            "nothing to send to {}: set --sleep-packet (SLEEP_PACKET), --sleep-url (SLEEP_URL) and/or --sleep-command (SLEEP_COMMAND)",
+            backend.name
+        ));
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let sleeper = match Sleeper::new(&backend.sleep) {
+        Ok(s) => s,
+        Err(e) => {
+            fatal(e);
+            return ExitCode::FAILURE;
+        }
+    };
+    tell!(
+        "putting {} to sleep ({})",
+        backend.name,
+        backend.sleep.methods()
+    );
+    let outcomes = sleeper.sleep_all().await;
+    for o in &outcomes {
+        tell!("{o}");
+    }
+    if !outcomes.iter().any(|o| o.is_ok()) {
+        fatal("every sleep method failed");
+        return ExitCode::FAILURE;
+    }
+    if !args.wait {
+        return ExitCode::SUCCESS;
+    }
+    wait_for_silence(&backend.ollama, backend.sleep.confirm).await
+}
+
+/// Probes the machine (a TCP connect to Ollama's port, every half second) until it is silent or
+/// `limit` passed.
+async fn wait_for_silence(ollama: &OllamaConfig, limit: Duration) -> ExitCode {
+    let client = crate::upstream::Client::new(ollama.upstream.clone(), ollama.connect_timeout);
+    let start = Instant::now();
+    let mut last_report = Duration::ZERO;
+    tell!(
+        "waiting up to {} for {} to go silent",
+        humantime::format_duration(limit),
+        ollama.upstream.authority
+    );
+    while start.elapsed() < limit {
+        let attempt = Instant::now();
+        let silent = match client.connect().await {
+            Ok(_) => false,
+            Err(
+                crate::upstream::ConnectError::Refused(_) | crate::upstream::ConnectError::Local(_),
+            ) => false,
+            Err(_) => true,
+        };
+        if silent {
+            tell!("silent after {:.1}s", start.elapsed().as_secs_f64());
+            return ExitCode::SUCCESS;
+        }
+        let elapsed = start.elapsed();
+        if elapsed - last_report >= Duration::from_secs(5) {
+            last_report = elapsed;
+            tell!("  still answering… {}s", elapsed.as_secs());
+        }
+        let pause = Duration::from_millis(500).saturating_sub(attempt.elapsed());
+        tokio::time::sleep(pause.min(limit.saturating_sub(start.elapsed()))).await;
+    }
+    fatal(format_args!(
+        "{} still answered {} after the sleep (SLEEP_CONFIRM)",
+        ollama.upstream.authority,
+        humantime::format_duration(limit)
+    ));
     ExitCode::FAILURE
 }
 

@@ -31,6 +31,7 @@ pub mod routing;
 pub mod server;
 pub(crate) mod several;
 pub(crate) mod signals;
+pub(crate) mod sleep;
 pub(crate) mod throttle;
 pub(crate) mod units;
 pub(crate) mod upstream;

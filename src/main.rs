@@ -21,6 +21,7 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => commands::serve(args).await,
         Command::Wake(args) => commands::wake(args).await,
+        Command::Sleep(args) => commands::sleep(args).await,
         Command::Health(args) => commands::health(args).await,
     }
 }

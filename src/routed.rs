@@ -83,6 +83,9 @@ pub(crate) async fn work(app: &App, req: Request, client: SocketAddr) -> Result<
         mut backend,
         model,
     } = by_model(app, req, client).await?;
+    // Counted from here to the end of its answer (streams included): work keeps the machine from
+    // being put to sleep, and a request counted before a sleep begins cancels it (see "Sleep").
+    let mut in_flight = backend.begin();
     let mut out: Outgoing = match read {
         Err(req) => prepare(app, &backend, req, client, true).await?,
         Ok(r) => {
@@ -93,8 +96,6 @@ pub(crate) async fn work(app: &App, req: Request, client: SocketAddr) -> Result<
     // A machine believed awake may have gone to sleep: when another awake one has the model, it
     // serves the request instead of this one being woken.
     let wake_first = !pick::awake_alternative(&app.backends, &backend, model.as_deref());
-    let several = !app.backends.single();
-    let mut in_flight = several.then(|| backend.begin());
     let mut sent = send(app, &backend, &mut out, wake_first).await;
     if let (Err(Failure::Unreachable(why)), false) = (&sent, wake_first) {
         let next = Arc::clone(pick::for_model(&app.backends, model.as_deref()));
@@ -102,7 +103,7 @@ pub(crate) async fn work(app: &App, req: Request, client: SocketAddr) -> Result<
             tracing::info!(from = %backend.name, to = %next.name, error = %why, "machine unreachable; another one that has the model serves the request");
             out.retarget(next.target())?;
             backend = next;
-            in_flight = several.then(|| backend.begin());
+            in_flight = backend.begin();
         }
         sent = send(app, &backend, &mut out, true).await;
     }
@@ -112,10 +113,7 @@ pub(crate) async fn work(app: &App, req: Request, client: SocketAddr) -> Result<
         Box::new(move |_: Option<Bytes>| cache.invalidate_models()) as OnEnd
     });
     let resp = respond(app, resp, 0, on_end);
-    Ok(match in_flight {
-        Some(guard) => guard.until_end_of(resp),
-        None => resp,
-    })
+    Ok(in_flight.until_end_of(resp))
 }
 
 /// The marker of a metadata request that must not wake its machine: another awake one has the

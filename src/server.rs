@@ -42,6 +42,10 @@ pub async fn run(
     let mut persist = Vec::new();
     for b in backends.all() {
         tokio::spawn(Arc::clone(&b.client).reap_until(shutdown.clone()));
+        tokio::spawn(crate::backend::sleep::watch(
+            Arc::clone(b),
+            shutdown.clone(),
+        ));
         persist.push(tokio::spawn(
             Arc::clone(&b.cache).persist(persist_stop.clone()),
         ));
@@ -51,6 +55,8 @@ pub async fn run(
         ollama = %cfg.ollama.upstream.url(""),
         magic_packets = cfg.wake.magic.is_some(),
         wake_url = cfg.wake.http.is_some(),
+        sleep = %cfg.backends.first().map(|b| b.sleep.methods()).unwrap_or_default(),
+        sleep_after = ?cfg.backends.first().and_then(|b| b.sleep.after),
         max_connections,
         open_files = nofile,
         "ollama-proxy ready"
@@ -58,7 +64,8 @@ pub async fn run(
     if cfg.backends.len() > 1 {
         for b in &cfg.backends {
             tracing::info!(backend = %b.name, ollama = %b.ollama.upstream.url(""), priority = b.priority,
-                always_on = b.always_on, magic_packets = b.wake.magic.is_some(), wake_url = b.wake.http.is_some(), "machine");
+                always_on = b.always_on, magic_packets = b.wake.magic.is_some(), wake_url = b.wake.http.is_some(),
+                sleep = %b.sleep.methods(), sleep_after = ?b.sleep.after, "machine");
         }
     }
     let app = App {

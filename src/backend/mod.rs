@@ -1,18 +1,22 @@
 //! One machine running Ollama: its connection pool, its state and wake driver, its share of the
 //! cache and its counters (see "Routing" in docs/behaviour.md).
 
+pub(crate) mod idle;
 pub(crate) mod machine;
 pub(crate) mod pick;
+pub(crate) mod sleep;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, SleepConfig};
 use crate::driver::{Driver, DriverConfig};
+use crate::sleep::Sleeper;
 use crate::upstream::Client;
 use crate::wake::Waker;
 
@@ -31,6 +35,14 @@ pub struct Backend {
     host: Option<axum::http::HeaderValue>,
     /// Requests sent to this machine and not yet answered to the end.
     in_flight: AtomicUsize,
+    /// When the last of them finished: µs since `epoch`, rounded up (0: none yet), so that it
+    /// is never before an answer seen in the same microsecond.
+    last_finished: AtomicU64,
+    epoch: Instant,
+    /// How and when to put it to sleep.
+    pub sleep: SleepConfig,
+    /// Its sleep methods, when it is put to sleep on its own (SLEEP_AFTER set).
+    pub sleeper: Option<Arc<Sleeper>>,
 }
 
 impl Backend {
@@ -58,6 +70,14 @@ impl Backend {
             max_wakes_per_hour: shared.max_wakes_per_hour,
         };
         let driver = Driver::new(waker, Arc::clone(&client), settings, shutdown.clone());
+        let sleeper = match cfg.sleep.after {
+            Some(_) if cfg.sleep.has_method() => {
+                Some(Arc::new(Sleeper::new(&cfg.sleep).with_context(|| {
+                    format!("cannot prepare the sleep of {}", cfg.name)
+                })?))
+            }
+            _ => None,
+        };
         let cache = Cache::load(shared.cache_file(&cfg.name))
             .with_context(|| format!("cannot use the cache file of {}", cfg.name))?;
         Ok(Backend {
@@ -69,6 +89,10 @@ impl Backend {
             cache: Arc::new(cache),
             host: crate::headers::host_value(&ollama.upstream.authority),
             in_flight: AtomicUsize::new(0),
+            last_finished: AtomicU64::new(0),
+            epoch: Instant::now(),
+            sleep: cfg.sleep.clone(),
+            sleeper,
         })
     }
 
@@ -80,15 +104,40 @@ impl Backend {
         }
     }
 
-    /// Counts a request until the returned guard is dropped.
+    /// Counts a request until the returned guard is dropped; its end is when the machine's idle
+    /// time starts (see "Sleep" in docs/behaviour.md).
     pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        // SeqCst, like the driver's state: see `Driver::begin_sleep`.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(Arc::clone(self))
     }
 
     /// Requests sent to this machine and not finished.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// When the last request sent to this machine finished, if one did.
+    pub fn last_finished(&self) -> Option<Instant> {
+        match self.last_finished.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(self.epoch + std::time::Duration::from_micros(us)),
+        }
+    }
+
+    /// The inputs of the idle decision at `now`.
+    pub fn idle_inputs(&self, now: Instant) -> idle::Inputs {
+        let view = self.driver.idle_view();
+        idle::Inputs {
+            awake: view.awake,
+            in_flight: self.in_flight(),
+            held: view.held,
+            last_finished: self.last_finished(),
+            awake_since: view.awake_since,
+            ignored: view.ignored,
+            ignored_at: view.ignored_at,
+            now,
+        }
     }
 
     /// What `/health` says of this machine.
@@ -175,7 +224,10 @@ impl http_body::Body for Counted {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let b = &self.0;
+        let us = b.epoch.elapsed().as_micros() as u64 + 1;
+        b.last_finished.fetch_max(us, Ordering::AcqRel);
+        b.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -23,6 +23,7 @@ fn availability(backend: &Backend) -> Availability {
         State::Asleep if backend.always_on && retry_due(backend) => Availability::Unknown,
         State::Asleep => Availability::Asleep,
         State::Waking => Availability::Waking,
+        State::Sleeping => Availability::Asleep,
     }
 }
 

@@ -9,8 +9,9 @@ use toml::Spanned;
 use super::file::{ConfigFile, RawBackend, Text};
 use super::layer::{default, relocate, Layer};
 use super::parse::{bad, nonzero, ConfigError};
+use super::sleep::{self, SleepConfig, Timing};
 use super::{parse_upstream, points_at, OllamaConfig, WakeConfig};
-use crate::cli::{ServeArgs, WakeArgs};
+use crate::cli::{ServeArgs, SleepArgs, WakeArgs};
 
 /// The name of the one backend built from the flags and environment.
 pub const DEFAULT_NAME: &str = "default";
@@ -29,6 +30,8 @@ pub struct BackendConfig {
     pub priority: i64,
     /// Never woken: a failed connect is an error, not a sign of sleep.
     pub always_on: bool,
+    /// How and when to put it to sleep (see "Sleep" in docs/behaviour.md).
+    pub sleep: SleepConfig,
 }
 
 /// The global connect and wake timeouts, the defaults of every backend.
@@ -58,9 +61,10 @@ pub(super) fn build(
             nonzero,
         )?,
     };
+    let sleep = sleep::timing(layer, &args.sleep)?;
     match layer.file.filter(|f| !f.raw.backend.is_empty()) {
-        Some(file) => from_file(file, args, timeouts, bind),
-        None => Ok(vec![from_args(args, timeouts, bind)?]),
+        Some(file) => from_file(file, args, timeouts, sleep, bind),
+        None => Ok(vec![from_args(args, timeouts, sleep, bind)?]),
     }
 }
 
@@ -68,6 +72,7 @@ pub(super) fn build(
 fn from_args(
     args: &ServeArgs,
     timeouts: Timeouts,
+    sleep: Timing,
     bind: SocketAddr,
 ) -> Result<BackendConfig, ConfigError> {
     let url = args
@@ -87,6 +92,15 @@ fn from_args(
             ),
         ));
     }
+    let wake = WakeConfig::from_args(&args.wake)?;
+    // The timing was read with the file's globals already: only the methods come from here.
+    let methods = SleepArgs {
+        sleep_packet: args.sleep.sleep_packet.clone(),
+        sleep_url: args.sleep.sleep_url.clone(),
+        sleep_command: args.sleep.sleep_command.clone(),
+        sleep_after: args.sleep.sleep_after.clone(),
+        ..SleepArgs::default()
+    };
     Ok(BackendConfig {
         name: DEFAULT_NAME.into(),
         ollama: OllamaConfig {
@@ -94,7 +108,8 @@ fn from_args(
             connect_timeout: timeouts.connect,
             wake_timeout: timeouts.wake,
         },
-        wake: WakeConfig::from_args(&args.wake)?,
+        sleep: sleep::build(&methods, sleep, &wake, false)?,
+        wake,
         priority: 1,
         always_on: false,
     })
@@ -105,12 +120,13 @@ fn from_file(
     file: &ConfigFile,
     args: &ServeArgs,
     timeouts: Timeouts,
+    sleep: Timing,
     bind: SocketAddr,
 ) -> Result<Vec<BackendConfig>, ConfigError> {
     refuse_machine_flags(file, args)?;
     let mut backends: Vec<BackendConfig> = Vec::with_capacity(file.raw.backend.len());
     for (i, raw) in file.raw.backend.iter().enumerate() {
-        let b = backend(file, i, raw, timeouts, bind)?;
+        let b = backend(file, i, raw, timeouts, sleep, bind)?;
         if backends.iter().any(|o| o.name == b.name) {
             let key = format!("backend[{i}].name");
             let reason = format!("{:?}: another backend has this name", b.name);
@@ -126,7 +142,7 @@ fn from_file(
 /// One source of truth: with backends in the file, the flags and variables that describe the one
 /// machine of a set-up without a file are refused rather than silently ignored.
 fn refuse_machine_flags(file: &ConfigFile, args: &ServeArgs) -> Result<(), ConfigError> {
-    let (o, w) = (&args.ollama, &args.wake);
+    let (o, w, s) = (&args.ollama, &args.wake, &args.sleep);
     let set = [
         (&o.ollama_url, "--ollama-url", "OLLAMA_URL"),
         (&w.mac, "--mac", "WOL_MAC"),
@@ -136,6 +152,9 @@ fn refuse_machine_flags(file: &ConfigFile, args: &ServeArgs) -> Result<(), Confi
         (&w.secureon, "--secureon", "WOL_SECUREON"),
         (&w.wake_url, "--wake-url", "WAKE_URL"),
         (&w.wake_key, "--wake-key", "WAKE_KEY"),
+        (&s.sleep_packet, "--sleep-packet", "SLEEP_PACKET"),
+        (&s.sleep_url, "--sleep-url", "SLEEP_URL"),
+        (&s.sleep_command, "--sleep-command", "SLEEP_COMMAND"),
     ];
     match set.into_iter().find(|(value, _, _)| value.is_some()) {
         Some((_, flag, env)) => Err(ConfigError {
@@ -143,8 +162,8 @@ fn refuse_machine_flags(file: &ConfigFile, args: &ServeArgs) -> Result<(), Confi
             env,
             value: None,
             reason: format!(
-                "cannot be used with the [[backend]] tables of {}: each machine's url and wake \
-                 settings go in its table (one source of truth)",
+                "cannot be used with the [[backend]] tables of {}: each machine's url, wake and \
+                 sleep settings go in its table (one source of truth)",
                 file.path.display()
             ),
         }),
@@ -158,6 +177,7 @@ fn backend(
     i: usize,
     raw: &RawBackend,
     timeouts: Timeouts,
+    sleep: Timing,
     bind: SocketAddr,
 ) -> Result<BackendConfig, ConfigError> {
     let key = |k: &str| format!("backend[{i}].{k}");
@@ -191,6 +211,10 @@ fn backend(
             "an always-on backend is never woken: remove its mac and wake_url, or always_on";
         return Err(file.error_at(&a.span(), &key("always_on"), reason).into());
     }
+    let sleep = sleep::build(&sleep_args(raw), sleep, &wake, always_on).map_err(|e| {
+        let (k, span) = sleep_key(raw, e.flag);
+        relocate(file, e, &span, &key(k))
+    })?;
     let timeout = |v: &Option<Spanned<Text>>, k: &str, flag, env, global| match v {
         Some(v) => {
             nonzero(flag, env, &v.get_ref().0).map_err(|e| relocate(file, e, &v.span(), &key(k)))
@@ -219,7 +243,37 @@ fn backend(
         wake,
         priority: raw.priority.as_ref().map_or(i as i64 + 1, |p| *p.get_ref()),
         always_on,
+        sleep,
     })
+}
+
+/// The table's sleep settings as the flags would carry them.
+fn sleep_args(raw: &RawBackend) -> SleepArgs {
+    let text = |v: &Option<Spanned<Text>>| v.as_ref().map(|v| v.get_ref().0.clone());
+    SleepArgs {
+        sleep_packet: text(&raw.sleep_packet),
+        sleep_url: text(&raw.sleep_url),
+        sleep_command: text(&raw.sleep_command),
+        sleep_after: text(&raw.sleep_after),
+        min_awake: text(&raw.min_awake),
+        sleep_confirm: text(&raw.sleep_confirm),
+        sleep_ignore_ps: text(&raw.sleep_ignore_ps),
+    }
+}
+
+/// The table key behind a sleep flag's error, and where its value is (the table's name when
+/// unset).
+fn sleep_key(raw: &RawBackend, flag: &str) -> (&'static str, std::ops::Range<usize>) {
+    let (k, v) = match flag {
+        "--sleep-packet" => ("sleep_packet", &raw.sleep_packet),
+        "--sleep-url" => ("sleep_url", &raw.sleep_url),
+        "--sleep-command" => ("sleep_command", &raw.sleep_command),
+        "--min-awake" => ("min_awake", &raw.min_awake),
+        "--sleep-confirm" => ("sleep_confirm", &raw.sleep_confirm),
+        "--sleep-ignore-ps" => ("sleep_ignore_ps", &raw.sleep_ignore_ps),
+        _ => ("sleep_after", &raw.sleep_after),
+    };
+    (k, v.as_ref().map_or_else(|| raw.name.span(), |v| v.span()))
 }
 
 /// The table's wake settings as the flags would carry them, for the flags' own checks.

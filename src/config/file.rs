@@ -13,7 +13,7 @@ use super::parse::ConfigError;
 
 /// A scalar option as written in the file: a string (`"2s"`, `"16MiB"`), an integer (`11434`, a
 /// duration in the option's unit) or, for `broadcast`, a list of strings. It is turned into the
-/// same text a flag would carry, so the file and the flags share one parser.
+/// same text a flag would carry (a boolean becomes `true` or `false`), so the file and the flags share one parser.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct Text(pub String);
 
@@ -32,6 +32,9 @@ impl<'de> Deserialize<'de> for Text {
                 Ok(Text(v.to_string()))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
                 Ok(Text(v.to_string()))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
@@ -68,6 +71,10 @@ pub(super) struct RawFile {
     pub client_header_timeout: Opt<Text>,
     pub client_idle_timeout: Opt<Text>,
     pub cache_file: Opt<Text>,
+    pub sleep_after: Opt<Text>,
+    pub min_awake: Opt<Text>,
+    pub sleep_confirm: Opt<Text>,
+    pub sleep_ignore_ps: Opt<Text>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
 }
@@ -89,6 +96,13 @@ pub(super) struct RawBackend {
     pub always_on: Opt<bool>,
     pub connect_timeout: Opt<Text>,
     pub wake_timeout: Opt<Text>,
+    pub sleep_packet: Opt<Text>,
+    pub sleep_url: Opt<Text>,
+    pub sleep_command: Opt<Text>,
+    pub sleep_after: Opt<Text>,
+    pub min_awake: Opt<Text>,
+    pub sleep_confirm: Opt<Text>,
+    pub sleep_ignore_ps: Opt<Text>,
 }
 
 /// A config file read and parsed; keeps its text to turn byte offsets into lines and columns.

@@ -333,3 +333,65 @@ fn the_readme_example_is_a_valid_file() {
     assert_eq!(names, ["desktop", "minipc"]);
     assert!(c.backends[1].always_on);
 }
+
+#[test]
+fn sleep_settings_in_the_file() {
+    let toml = r#"
+sleep_after = "10m"
+min_awake = "1m"
+
+[[backend]]
+name = "desktop"
+url = "http://10.0.0.5:11434"
+mac = "aa:bb:cc:dd:ee:ff"
+sleep_packet = true
+sleep_url = "http://10.0.0.5:8009/sleep"
+
+[[backend]]
+name = "laptop"
+url = "http://10.0.0.6:11434"
+wake_url = "http://pi:9090/wol?mac=x"
+sleep_command = "ssh me@laptop sudo systemctl suspend"
+sleep_after = "30m"
+sleep_ignore_ps = true
+
+[[backend]]
+name = "minipc"
+url = "http://10.0.0.7:11434"
+always_on = true
+"#;
+    let c = with_file(toml, &[]).0.unwrap();
+    let [desktop, laptop, minipc] = &c.backends[..] else {
+        panic!("three backends")
+    };
+    assert!(desktop.sleep.packet.is_some() && desktop.sleep.url.is_some());
+    assert_eq!(desktop.sleep.after, Some(Duration::from_secs(600)));
+    assert_eq!(desktop.sleep.min_awake, Duration::from_secs(60));
+    assert!(!desktop.sleep.ignore_ps);
+    assert_eq!(laptop.sleep.after, Some(Duration::from_secs(1800)));
+    assert!(laptop.sleep.ignore_ps);
+    assert_eq!(
+        minipc.sleep.after, None,
+        "no sleep method: the global does not apply"
+    );
+    // The flags beat the file's globals.
+    let c = with_file(toml, &["--sleep-after", "1h"]).0.unwrap();
+    assert_eq!(c.backends[0].sleep.after, Some(Duration::from_secs(3600)));
+    assert_eq!(c.backends[1].sleep.after, Some(Duration::from_secs(1800)));
+
+    let line =
+        error("[[backend]]\nname = \"d\"\nurl = \"http://10.0.0.5:11434\"\nsleep_packet = true\n");
+    assert!(line.contains(":4:16: backend[0].sleep_packet"), "{line}");
+    assert!(line.contains("needs `mac`"), "{line}");
+    let line = error("[[backend]]\nname = \"d\"\nurl = \"http://10.0.0.5:11434\"\nalways_on = true\nsleep_url = \"http://d/sleep\"\n");
+    assert!(line.contains("always-on"), "{line}");
+    let line =
+        error("[[backend]]\nname = \"d\"\nurl = \"http://10.0.0.5:11434\"\nsleep_command = \"\"\n");
+    assert!(
+        line.contains("backend[0].sleep_command") && line.contains("empty"),
+        "{line}"
+    );
+    // A machine's sleep methods go in its table.
+    let (result, _) = with_file(toml, &["--sleep-url", "http://x/sleep"]);
+    assert_eq!(result.unwrap_err().flag, "--sleep-url");
+}

@@ -25,14 +25,17 @@ pub(crate) mod default {
     pub const BODY_BUDGET: &str = "256MiB";
     pub const CLIENT_HEADER_TIMEOUT: &str = "60";
     pub const CLIENT_IDLE_TIMEOUT: &str = "75";
+    pub const MIN_AWAKE: &str = "5m";
+    pub const SLEEP_CONFIRM: &str = "2m";
 }
 
 /// The flags' words that a reason may use, and the file's key for each.
-const FILE_TERMS: [(&str, &str); 4] = [
+const FILE_TERMS: [(&str, &str); 5] = [
     ("--mac (WOL_MAC)", "`mac`"),
     ("--wake-url (WAKE_URL)", "`wake_url`"),
     ("--wake-key (WAKE_KEY)", "`wake_key`"),
     ("--ollama-url (OLLAMA_URL)", "`url`"),
+    ("--sleep-after (SLEEP_AFTER)", "`sleep_after`"),
 ];
 
 /// The options as `serve` sees them: flags and environment over the file's global options.
@@ -60,6 +63,10 @@ impl RawFile {
             "client_header_timeout" => self.client_header_timeout.as_ref(),
             "client_idle_timeout" => self.client_idle_timeout.as_ref(),
             "cache_file" => self.cache_file.as_ref(),
+            "sleep_after" => self.sleep_after.as_ref(),
+            "min_awake" => self.min_awake.as_ref(),
+            "sleep_confirm" => self.sleep_confirm.as_ref(),
+            "sleep_ignore_ps" => self.sleep_ignore_ps.as_ref(),
             _ => None,
         }
     }

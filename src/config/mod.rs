@@ -5,6 +5,7 @@ mod backends;
 mod file;
 mod layer;
 mod parse;
+mod sleep;
 mod wake;
 
 pub use access::AccessConfig;
@@ -13,6 +14,7 @@ pub use parse::ConfigError;
 #[cfg(test)]
 pub(crate) use parse::Secret;
 use parse::{bad, number};
+pub use sleep::SleepConfig;
 pub use wake::{url_mac, HttpWakeConfig, WakeConfig};
 
 use std::net::{IpAddr, SocketAddr};

@@ -192,3 +192,130 @@ fn the_wake_command_checks_its_settings_too() {
         "--wake-timeout"
     );
 }
+
+#[test]
+fn sleep_settings() {
+    let mac = ["--mac", "aa:bb:cc:dd:ee:ff", "--broadcast", "10.0.0.255"];
+    let c = serve(&[]).unwrap();
+    let s = &c.backends[0].sleep;
+    assert!(!s.has_method());
+    assert_eq!(s.after, None, "off by default");
+    assert_eq!(s.min_awake, Duration::from_secs(300));
+    assert_eq!(s.confirm, Duration::from_secs(120));
+    let mut args = mac.to_vec();
+    args.extend([
+        "--sleep-packet",
+        "--sleep-url",
+        "http://desktop:8009/sleep",
+        "--sleep-command",
+        "ssh -o BatchMode=yes 'user@desktop' sudo systemctl suspend",
+        "--sleep-after",
+        "15m",
+        "--min-awake",
+        "90",
+        "--sleep-ignore-ps",
+    ]);
+    let c = serve(&args).unwrap();
+    let s = &c.backends[0].sleep;
+    let packet = s.packet.as_ref().unwrap();
+    assert_eq!(packet.mac.to_string(), "aa:bb:cc:dd:ee:ff");
+    assert_eq!(
+        packet.sender.destinations,
+        [Ipv4Addr::new(10, 0, 0, 255)],
+        "the wake packets' destinations"
+    );
+    assert_eq!(
+        s.url.as_ref().unwrap().as_str(),
+        "http://desktop:8009/sleep"
+    );
+    assert_eq!(
+        s.command.as_deref().unwrap(),
+        [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "user@desktop",
+            "sudo",
+            "systemctl",
+            "suspend"
+        ]
+    );
+    assert_eq!(s.after, Some(Duration::from_secs(900)));
+    assert_eq!(s.min_awake, Duration::from_secs(90));
+    assert!(s.ignore_ps);
+    assert_eq!(s.methods(), "sleep packet, sleep URL, sleep command");
+}
+
+#[test]
+fn sleep_settings_that_cannot_work_are_refused() {
+    let mac = "aa:bb:cc:dd:ee:ff";
+    for (args, flag, env, says) in [
+        (
+            &["--sleep-packet"][..],
+            "--sleep-packet",
+            "SLEEP_PACKET",
+            "--mac",
+        ),
+        (
+            &["--sleep-url", "ftp://x/sleep"],
+            "--sleep-url",
+            "SLEEP_URL",
+            "http://",
+        ),
+        (
+            &["--sleep-url", "not a url"],
+            "--sleep-url",
+            "SLEEP_URL",
+            "",
+        ),
+        (
+            &["--sleep-command", " "],
+            "--sleep-command",
+            "SLEEP_COMMAND",
+            "empty",
+        ),
+        (
+            &["--sleep-command", "ssh 'x"],
+            "--sleep-command",
+            "SLEEP_COMMAND",
+            "split",
+        ),
+        (
+            &["--mac", mac, "--sleep-after", "5m"],
+            "--sleep-after",
+            "SLEEP_AFTER",
+            "sleep method",
+        ),
+        (
+            &["--sleep-url", "http://d:8009/sleep", "--sleep-after", "5m"],
+            "--sleep-after",
+            "SLEEP_AFTER",
+            "wake method",
+        ),
+        (
+            &["--mac", mac, "--sleep-packet", "--sleep-after", "0"],
+            "--sleep-after",
+            "SLEEP_AFTER",
+            "",
+        ),
+        (
+            &["--mac", mac, "--sleep-packet", "--sleep-confirm", "0"],
+            "--sleep-confirm",
+            "SLEEP_CONFIRM",
+            "",
+        ),
+        (
+            &["--mac", mac, "--sleep-packet=maybe"],
+            "--sleep-packet",
+            "SLEEP_PACKET",
+            "true or false",
+        ),
+    ] {
+        let err = serve(args).unwrap_err();
+        assert_eq!((err.flag, err.env), (flag, env), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    // The sleep methods without SLEEP_AFTER are fine (the `sleep` command uses them).
+    assert!(serve(&["--sleep-url", "http://d:8009/sleep"]).is_ok());
+    assert!(serve(&["--mac", mac, "--sleep-packet", "--sleep-after", "off"]).is_ok());
+}

@@ -98,8 +98,37 @@ pub(super) async fn release(queue: VecDeque<Held>, connect_timeout: Duration) {
 /// Longest silence within a probe's answer (the whole probe is bounded by its caller too).
 const PROBE_SILENCE: Duration = Duration::from_secs(5);
 
+/// Why [`get`] has no answer.
+pub(super) enum GetError {
+    /// The connect failed: the machine is not answering.
+    Unreachable,
+    /// Anything else (an error status, a broken answer).
+    Other,
+}
+
+/// `GET path` on a new connection (never pooled first, never waking): the body of a 200 answer.
+pub(super) async fn get(client: &Client, path: &str) -> Result<bytes::Bytes, GetError> {
+    let conn = match client.connect().await {
+        Ok(conn) => conn,
+        Err(crate::upstream::ConnectError::Local(_)) => return Err(GetError::Other),
+        Err(_) => return Err(GetError::Unreachable),
+    };
+    let req = hyper::Request::get(client.upstream().url_path(path))
+        .header(hyper::header::HOST, client.upstream().authority.as_str())
+        .body(axum::body::Body::empty())
+        .map_err(|_| GetError::Other)?;
+    match client.send(conn, req).await {
+        Ok((resp, lease)) if resp.status() == hyper::StatusCode::OK => {
+            crate::body::read_all(resp, lease, PROBE_SILENCE)
+                .await
+                .map_err(|_| GetError::Other)
+        }
+        _ => Err(GetError::Other),
+    }
+}
+
 /// `GET /api/version` on a new connection; true on a 2xx answer.
-async fn probe_once(client: &Client) -> Probe {
+pub(super) async fn probe_once(client: &Client) -> Probe {
     let conn = match client.connect().await {
         Ok(conn) => conn,
         Err(crate::upstream::ConnectError::Refused(_)) => return Probe::Answered,

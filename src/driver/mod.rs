@@ -26,10 +26,18 @@ use crate::wake::Waker;
 const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 /// Interval between magic-packet bursts during a wake cycle.
 const RESEND_INTERVAL: Duration = Duration::from_secs(3);
+/// Pause between the probes that confirm a machine went silent after its sleep.
+const SILENCE_PROBE_GAP: Duration = Duration::from_millis(250);
 /// Past wake durations kept for `Retry-After`.
 const HISTORY: usize = 8;
 
-const STATES: [State; 4] = [State::Unknown, State::Awake, State::Asleep, State::Waking];
+const STATES: [State; 5] = [
+    State::Unknown,
+    State::Awake,
+    State::Asleep,
+    State::Waking,
+    State::Sleeping,
+];
 
 fn encode(state: State) -> u8 {
     STATES.iter().position(|s| *s == state).unwrap_or(0) as u8
@@ -81,6 +89,23 @@ struct Inner {
     stopping: bool,
     cause: Option<Cause>,
     limit: limit::WakeLimit,
+}
+
+/// The driver's share of the idle decision's inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleView {
+    pub awake: bool,
+    pub held: usize,
+    pub awake_since: Option<Instant>,
+    pub ignored: u32,
+    pub ignored_at: Option<Instant>,
+}
+
+impl IdleView {
+    /// Sleeps ignored in a row, and when the last one was.
+    pub fn ignored_pair(&self) -> (u32, Option<Instant>) {
+        (self.ignored, self.ignored_at)
+    }
 }
 
 /// Settings the driver needs.
@@ -174,15 +199,18 @@ impl Driver {
     /// Applies `event` to the machine under the lock, keeping the lock-free mirror in step.
     fn apply(&self, inner: &mut Inner, event: Event) -> Option<Action> {
         let action = inner.machine.on(event, Instant::now());
+        // SeqCst, with the loads in `state` and the in-flight count: a request counted after a
+        // sleep began sees `sleeping`, or the sleep sees the request (see `begin_sleep`).
         self.state
-            .store(encode(inner.machine.state()), Ordering::Release);
+            .store(encode(inner.machine.state()), Ordering::SeqCst);
         action
     }
 
     /// A wake is needed: starts a cycle (remembering its cause for the log) unless one runs.
     fn wake_needed(&self, inner: &mut Inner, cause: &Cause) -> Option<Action> {
+        let sleeping = inner.machine.state() == State::Sleeping;
         let action = self.apply(inner, Event::WakeNeeded);
-        if action.is_some() {
+        if action.is_some() || sleeping {
             inner.cause = Some(cause.clone());
             inner.limit.record(Instant::now());
         }
@@ -237,7 +265,7 @@ impl Driver {
     }
 
     pub fn state(&self) -> State {
-        decode(self.state.load(Ordering::Acquire))
+        decode(self.state.load(Ordering::SeqCst))
     }
 
     /// Wake cycles started since start-up.
@@ -369,6 +397,89 @@ impl Driver {
         }))
     }
 
+    /// What the idle decision needs from the driver, read under one lock.
+    pub fn idle_view(&self) -> IdleView {
+        let inner = self.lock();
+        let (ignored, ignored_at) = inner.machine.sleeps_ignored();
+        IdleView {
+            awake: inner.machine.state() == State::Awake && !inner.stopping,
+            held: inner.queue.len(),
+            awake_since: inner.machine.awake_since(),
+            ignored,
+            ignored_at,
+        }
+    }
+
+    /// Starts putting the machine to sleep (see "Sleep" in docs/behaviour.md): true when it was
+    /// awake with nothing held and `in_flight()` is still 0 once the state says `sleeping`. From
+    /// then on requests are held. A request counted before that cancels the sleep: it and any
+    /// request held meanwhile go on at once.
+    pub fn begin_sleep(self: &Arc<Self>, in_flight: impl Fn() -> usize) -> bool {
+        let mut inner = self.lock();
+        if inner.stopping || !inner.queue.is_empty() {
+            return false;
+        }
+        if self.apply(&mut inner, Event::SleepStarted) != Some(Action::Sleep) {
+            return false;
+        }
+        // Read after `sleeping` was stored (both SeqCst): a request not seen here sees it.
+        if in_flight() == 0 {
+            return true;
+        }
+        let action = self.apply(&mut inner, Event::SleepCancelled);
+        drop(inner);
+        self.perform(action);
+        false
+    }
+
+    /// The sleep's confirmation ended; `silent`: the machine went silent. A request held
+    /// meanwhile starts a wake cycle now.
+    pub fn sleep_ended(self: &Arc<Self>, silent: bool) {
+        let action = self.apply(&mut self.lock(), Event::SleepEnded { silent });
+        if silent {
+            self.client.clear_pool();
+        }
+        self.perform(action);
+    }
+
+    /// Probes Ollama (a new connection each time, every quarter second) until the machine is
+    /// silent, for at most `limit`; true when it went silent. Ends early at shutdown (false).
+    pub async fn confirm_silence(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let probe =
+                tokio::time::timeout(self.cfg.probe_timeout, cycle::probe_once(&self.client));
+            let silent = tokio::select! {
+                p = probe => p.unwrap_or(probe::Probe::Silent) == probe::Probe::Silent,
+                _ = self.shutdown.cancelled() => return false,
+            };
+            if silent {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + SILENCE_PROBE_GAP)) => {}
+                _ = self.shutdown.cancelled() => return false,
+            }
+        }
+    }
+
+    /// `GET /api/ps` on a new connection, never waking anything: the body of a 200 answer.
+    pub async fn ask_ps(&self) -> Option<bytes::Bytes> {
+        let asked =
+            tokio::time::timeout(self.cfg.probe_timeout, cycle::get(&self.client, "/api/ps"));
+        match asked.await {
+            Ok(Ok(body)) => Some(body),
+            Ok(Err(cycle::GetError::Unreachable)) => {
+                self.unreachable();
+                None
+            }
+            Ok(Err(cycle::GetError::Other)) | Err(_) => None,
+        }
+    }
+
     /// Answers every held request with 503 and refuses new ones (see "Signals and shutdown").
     pub fn stop(&self) {
         let queue = {
@@ -403,6 +514,16 @@ impl Driver {
                 );
                 let connect_timeout = self.cfg.connect_timeout;
                 tokio::spawn(release(queue, connect_timeout));
+            }
+            // The caller of `begin_sleep` sends the sleep methods.
+            Some(Action::Sleep) => {}
+            Some(Action::ReleaseHeld) => {
+                let queue = std::mem::take(&mut self.lock().queue);
+                tracing::info!(
+                    held = queue.len(),
+                    "sleep cancelled by a request: Ollama stays awake"
+                );
+                tokio::spawn(release(queue, self.cfg.connect_timeout));
             }
             Some(Action::FailHeld) => {
                 let queue = std::mem::take(&mut self.lock().queue);

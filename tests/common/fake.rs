@@ -45,6 +45,8 @@ pub struct Knobs {
     /// `meta_released` is notified: an Ollama that is slow to answer.
     pub hold_meta: AtomicBool,
     pub meta_released: Notify,
+    /// `expires_at` of the model `/api/ps` lists (default: a time long past).
+    pub ps_expires_at: Mutex<Option<String>>,
 }
 
 /// What the fake has seen.
@@ -323,7 +325,10 @@ async fn answer(state: Arc<FakeState>, req: Request) -> Response {
             ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
         }
         ("GET" | "HEAD", "/api/tags") => axum::Json(tags_body(&state.models.lock().unwrap())).into_response(),
-        ("GET", "/api/ps") => axum::Json(json!({"models": [{"name": "llama3.2:latest", "model": "llama3.2:latest", "size": 1, "digest": "x", "details": {}, "expires_at": "2024-06-01T10:11:12Z", "size_vram": 1, "context_length": 4096}]})).into_response(),
+        ("GET", "/api/ps") => {
+            let expires = state.knobs.ps_expires_at.lock().unwrap().clone().unwrap_or_else(|| "2024-06-01T10:11:12Z".into());
+            axum::Json(json!({"models": [{"name": "llama3.2:latest", "model": "llama3.2:latest", "size": 1, "digest": "x", "details": {}, "expires_at": expires, "size_vram": 1, "context_length": 4096}]})).into_response()
+        }
         ("POST", "/api/show") => {
             if !state.models.lock().unwrap().iter().any(|n| n == &model || *n == format!("{model}:latest")) {
                 return (StatusCode::NOT_FOUND, axum::Json(json!({"error": format!("model '{model}' not found")}))).into_response();

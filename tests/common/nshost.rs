@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::fake::{Fake, FakeState, Knobs, Log};
 use super::netns::Net;
@@ -21,6 +21,51 @@ pub struct Host {
     pub resume_ms: AtomicU64,
     /// The MAC its magic packets carry.
     pub mac: String,
+    /// What happened to it, for the sleep tests.
+    pub power: Power,
+}
+
+/// The host's sleeps and wakes: a sleep-on-lan packet (the MAC reversed) or `GET /sleep` on port
+/// 8009 asks it to sleep; it goes silent `sleep_delay_ms` later, unless it ignores sleeps.
+#[derive(Default)]
+pub struct Power {
+    /// Sleep requests that found it awake (a packet burst counts once).
+    pub sleeps: AtomicUsize,
+    /// Sleep-on-lan packets received.
+    pub sleep_packets: AtomicUsize,
+    /// `GET /sleep` calls received.
+    pub sleep_calls: AtomicUsize,
+    /// Wakes that found it asleep.
+    pub woken: AtomicUsize,
+    pub ignore_sleep: AtomicBool,
+    pub sleep_delay_ms: AtomicU64,
+    /// Going down after a sleep request (further requests are the same sleep).
+    going_down: AtomicBool,
+    pub slept_at: Mutex<Option<Instant>>,
+    pub woken_at: Mutex<Option<Instant>>,
+    pub changed: tokio::sync::Notify,
+}
+
+impl Power {
+    /// Waits (bounded) until `pred` holds.
+    pub async fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&Power) -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            if pred(self) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                assert!(pred(self), "timed out after {limit:?} waiting for {what}");
+                return;
+            }
+        }
+    }
+
+    pub fn count(&self, c: &AtomicUsize) -> usize {
+        let _ = self;
+        c.load(Ordering::SeqCst)
+    }
 }
 
 impl Host {
@@ -46,6 +91,7 @@ impl Host {
             fake: Arc::new(Mutex::new(None)),
             resume_ms: AtomicU64::new(0),
             mac: mac.to_string(),
+            power: Power::default(),
         };
         if listening {
             host.listen();
@@ -57,6 +103,57 @@ impl Host {
     pub fn sleep(&self) {
         self.asleep.store(true, Ordering::SeqCst);
         self.net.set_silent(true);
+        *self.power.slept_at.lock().unwrap() = Some(Instant::now());
+        self.power.changed.notify_waiters();
+    }
+
+    /// A sleep method reached the host: unless it ignores sleeps, it goes silent after
+    /// `sleep_delay_ms`. Requests while it is already going down are the same sleep.
+    pub fn sleep_requested(self: &Arc<Self>) {
+        let p = &self.power;
+        if self.asleep.load(Ordering::SeqCst) || p.going_down.swap(true, Ordering::SeqCst) {
+            p.changed.notify_waiters();
+            return;
+        }
+        p.sleeps.fetch_add(1, Ordering::SeqCst);
+        p.changed.notify_waiters();
+        let host = Arc::clone(self);
+        tokio::spawn(async move {
+            let delay = host.power.sleep_delay_ms.load(Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            if host.power.ignore_sleep.load(Ordering::SeqCst) {
+                // Still up; a later sleep request counts as a new one after a moment.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            } else {
+                host.sleep();
+            }
+            host.power.going_down.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Serves sleep-on-lan's `GET /sleep` on port 8009 inside the namespace.
+    pub fn serve_sleep_url(self: &Arc<Self>) {
+        let addr = (self.net.peer_ip, 8009);
+        let listener = self
+            .net
+            .run_inside(|| std::net::TcpListener::bind(addr).unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let host = Arc::clone(self);
+        let app = axum::Router::new().route(
+            "/sleep",
+            axum::routing::get(move || {
+                let host = Arc::clone(&host);
+                async move {
+                    host.power.sleep_calls.fetch_add(1, Ordering::SeqCst);
+                    host.sleep_requested();
+                    "ok"
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
     }
 
     pub fn listen(&self) {
@@ -78,15 +175,26 @@ impl Host {
         sock.set_nonblocking(true).unwrap();
         let sock = tokio::net::UdpSocket::from_std(sock).unwrap();
         let expected = wol::MagicPacket::new(self.mac.parse().unwrap(), None);
+        let mut reversed: [u8; 6] = self.mac.parse::<wol::MacAddr>().unwrap().0;
+        reversed.reverse();
+        let sleep_packet = wol::MagicPacket::new(wol::MacAddr(reversed), None);
         let host = Arc::clone(self);
         tokio::spawn(async move {
             let mut buf = [0u8; 512];
             while let Ok(n) = sock.recv(&mut buf).await {
+                if buf[..n] == *sleep_packet.as_bytes() {
+                    host.power.sleep_packets.fetch_add(1, Ordering::SeqCst);
+                    host.sleep_requested();
+                    continue;
+                }
                 if buf[..n] != *expected.as_bytes() {
                     continue;
                 }
                 host.packets.fetch_add(1, Ordering::SeqCst);
                 if host.asleep.swap(false, Ordering::SeqCst) {
+                    host.power.woken.fetch_add(1, Ordering::SeqCst);
+                    *host.power.woken_at.lock().unwrap() = Some(Instant::now());
+                    host.power.changed.notify_waiters();
                     let resume = host.resume_ms.load(Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(resume)).await;
                     host.net.set_silent(false);

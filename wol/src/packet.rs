@@ -25,6 +25,15 @@ impl MagicPacket {
         MagicPacket { bytes }
     }
 
+    /// The sleep-on-lan packet for `mac`: a magic packet whose MAC is written in reverse byte
+    /// order (`aa:bb:cc:dd:ee:ff` becomes `ff:ee:dd:cc:bb:aa`), sent like a wake packet. The
+    /// sleep-on-lan agent (Windows and Linux) suspends its machine when it receives one.
+    pub fn sleep_on_lan(mac: MacAddr) -> Self {
+        let mut reversed = mac.0;
+        reversed.reverse();
+        Self::new(MacAddr(reversed), None)
+    }
+
     /// The bytes to put in a UDP datagram.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
@@ -51,6 +60,17 @@ mod tests {
         assert_eq!(&b[..6], &[0xff; 6]);
         for i in 0..16 {
             assert_eq!(&b[6 + 6 * i..12 + 6 * i], &[1, 2, 3, 4, 5, 6]);
+        }
+    }
+
+    #[test]
+    fn sleep_on_lan_packet_has_the_mac_reversed() {
+        let p = MagicPacket::sleep_on_lan(MacAddr([1, 2, 3, 4, 5, 6]));
+        let b = p.as_bytes();
+        assert_eq!(b.len(), 102);
+        assert_eq!(&b[..6], &[0xff; 6]);
+        for i in 0..16 {
+            assert_eq!(&b[6 + 6 * i..12 + 6 * i], &[6, 5, 4, 3, 2, 1]);
         }
     }
 
