@@ -4,12 +4,14 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// A connection to Ollama that the watcher can still look at while hyper owns it.
 pub(crate) struct Shared(Arc<TcpStream>);
@@ -148,6 +150,81 @@ fn step(limit: Duration) -> Duration {
     (limit / 8).clamp(Duration::from_millis(20), Duration::from_millis(250))
 }
 
+/// Steps without a watch after which the ticker stops (it starts again with the next watch).
+const LINGER: u32 = 8;
+
+/// One clock for all the watches of a client, each [`step`]: a request answered before the next
+/// tick costs no timer of its own (registering one that is due sooner than every other timer wakes
+/// the runtime's I/O driver: two system calls per request). It runs while watches wait and for
+/// [`LINGER`] steps after the last one.
+#[derive(Debug)]
+pub(crate) struct Ticker {
+    /// Bytes unacknowledged this long mean the host stopped answering (CONNECT_TIMEOUT).
+    limit: Duration,
+    tick: Notify,
+    /// Watches waiting for a tick.
+    waiting: AtomicUsize,
+    /// Whether the task that ticks runs.
+    running: AtomicBool,
+}
+
+impl Ticker {
+    pub(crate) fn new(limit: Duration) -> Arc<Ticker> {
+        Arc::new(Ticker {
+            limit,
+            tick: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    /// Counts a watch in until the guard is dropped; starts the ticking task if it was stopped.
+    fn enter(self: &Arc<Self>) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        if !self.running.swap(true, Ordering::SeqCst) {
+            tokio::spawn(Arc::clone(self).run());
+        }
+        Waiting(self)
+    }
+
+    /// Ticks each step until no watch waited for [`LINGER`] steps.
+    async fn run(self: Arc<Self>) {
+        let mut every = tokio::time::interval(step(self.limit));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        let mut quiet = 0;
+        loop {
+            every.tick().await;
+            self.tick.notify_waiters();
+            quiet = if self.waiting.load(Ordering::SeqCst) > 0 {
+                0
+            } else {
+                quiet + 1
+            };
+            if quiet < LINGER {
+                continue;
+            }
+            self.running.store(false, Ordering::SeqCst);
+            // A watch that came in meanwhile either saw it stopped (and started another) or sees
+            // it running again.
+            if self.waiting.load(Ordering::SeqCst) == 0 || self.running.swap(true, Ordering::SeqCst)
+            {
+                return;
+            }
+            quiet = 0;
+        }
+    }
+}
+
+/// One watch counted in by [`Ticker::enter`].
+struct Waiting<'a>(&'a Ticker);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Looks at a connection while it is open.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Watch(Weak<TcpStream>);
@@ -158,14 +235,17 @@ impl Watch {
         read_tcp_info(&stream).ok()
     }
 
-    /// Resolves once bytes sent on this connection have waited `limit` for an acknowledgement;
-    /// never while they are acknowledged, nor once the connection is gone.
-    pub(crate) async fn stalled(&self, limit: Duration) -> Acks {
+    /// Resolves once bytes sent on this connection have waited the ticker's limit for an
+    /// acknowledgement; never while they are acknowledged, nor once the connection is gone. Read
+    /// at each tick: the first comes within a step, so the decision comes at most one step after
+    /// the limit (see "Asleep under a connection" in docs/behaviour.md).
+    pub(crate) async fn stalled(&self, ticker: &Arc<Ticker>) -> Acks {
         let start = tokio::time::Instant::now();
+        let _waiting = ticker.enter();
         loop {
-            tokio::time::sleep(step(limit)).await;
+            ticker.tick.notified().await;
             match self.acks() {
-                Some(acks) if stalled(acks, start.elapsed(), limit) => return acks,
+                Some(acks) if stalled(acks, start.elapsed(), ticker.limit) => return acks,
                 Some(_) => {}
                 None => std::future::pending::<()>().await,
             }
@@ -265,6 +345,40 @@ mod tests {
         assert_eq!(step(Duration::from_secs(1)), Duration::from_millis(125));
         assert_eq!(step(Duration::from_secs(60)), Duration::from_millis(250));
         assert_eq!(step(Duration::from_millis(50)), Duration::from_millis(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ticker_runs_while_watches_wait_then_stops_and_starts_again() {
+        let ticker = Ticker::new(LIMIT);
+        let within_a_step = step(LIMIT) + Duration::from_millis(1);
+        {
+            let _waiting = ticker.enter();
+            let tick = tokio::time::timeout(within_a_step, ticker.tick.notified()).await;
+            assert!(tick.is_ok(), "a waiting watch gets a tick within a step");
+        }
+        assert!(ticker.running.load(Ordering::SeqCst), "it lingers");
+        tokio::time::sleep(step(LIMIT) * (LINGER + 2)).await;
+        assert!(
+            !ticker.running.load(Ordering::SeqCst),
+            "it stops without watches"
+        );
+        let _waiting = ticker.enter();
+        let tick = tokio::time::timeout(within_a_step, ticker.tick.notified()).await;
+        assert!(tick.is_ok(), "the next watch starts it again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_acknowledged_connection_is_never_stalled() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let _peer = listener.accept().await.unwrap();
+        let (_shared, watch) = Shared::new(stream);
+        let ticker = Ticker::new(LIMIT);
+        let waited = tokio::time::timeout(LIMIT * 3, watch.stalled(&ticker)).await;
+        assert!(waited.is_err());
+        assert_eq!(ticker.waiting.load(Ordering::SeqCst), 0, "the watch left");
     }
 
     #[tokio::test]
