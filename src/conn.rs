@@ -1,6 +1,6 @@
-//! One client connection: HTTP/1 served by hyper, watched for the header and idle timeouts (see
-//! "Limits" in docs/behaviour.md). A request being held or streamed keeps its connection busy,
-//! never idle.
+//! One client connection: HTTP/1 served by hyper, each request handed to [`handle`] directly,
+//! watched for the header and idle timeouts (see "Limits" in docs/behaviour.md). A request being
+//! held or streamed keeps its connection busy, never idle.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,9 +12,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::Router;
-use http_body::{Frame, SizeHint};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderValue, Method};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,7 +22,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower_service::Service;
+
+use crate::handler::{handle, App};
 
 /// The client timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -222,29 +223,63 @@ pub(crate) struct Watch {
     pub shutdown: CancellationToken,
 }
 
-/// The router as hyper's service for one connection: each request carries the client's address
-/// and keeps the connection busy until its response is done.
+/// The handler as hyper's service for one connection: each request carries the client's address
+/// and keeps the connection busy until its response is done. Called without a router (every
+/// request goes to [`handle`]), so what a router does to every response is done in [`finish`].
 fn service(
-    router: Router,
+    app: Arc<App>,
     client: SocketAddr,
     activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
-    Response = hyper::Response<Body>,
+    Response = hyper::Response<Tracked>,
     Error = std::convert::Infallible,
     Future = impl std::future::Future<
-        Output = Result<hyper::Response<Body>, std::convert::Infallible>,
+        Output = Result<hyper::Response<Tracked>, std::convert::Infallible>,
     > + Send,
 > {
-    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+    hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let busy = Busy::new(&activity);
-        req.extensions_mut().insert(ConnectInfo(client));
-        let answer = router.clone().call(req.map(Body::new));
+        let method = req.method().clone();
+        let answer = handle(
+            State(Arc::clone(&app)),
+            ConnectInfo(client),
+            req.map(Body::new),
+        );
         async move {
-            let resp = answer.await?;
-            Ok(resp.map(|inner| Body::new(Tracked { inner, _busy: busy })))
+            let resp = finish(&method, answer.await);
+            Ok(resp.map(|inner| Tracked { inner, _busy: busy }))
         }
     })
+}
+
+/// What axum's router did to every response of its routes (axum 0.8 `RouteFuture`), kept now that
+/// requests bypass it: `Content-Length` from a body of exact size when the response has none, and
+/// the body of an answer to `HEAD` emptied after that; a successful `CONNECT` (never answered so:
+/// see "HTTP hygiene" in docs/behaviour.md) carries no body.
+fn finish(method: &Method, mut resp: hyper::Response<Body>) -> hyper::Response<Body> {
+    let hint = resp.body().size_hint();
+    if method == Method::CONNECT && resp.status().is_success() {
+        let headers = resp.headers();
+        if headers.contains_key(header::CONTENT_LENGTH)
+            || headers.contains_key(header::TRANSFER_ENCODING)
+            || hint.lower() != 0
+        {
+            *resp.body_mut() = Body::empty();
+        }
+        return resp;
+    }
+    if let (false, Some(size)) = (
+        resp.headers().contains_key(header::CONTENT_LENGTH),
+        hint.exact(),
+    ) {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    if method == Method::HEAD {
+        *resp.body_mut() = Body::empty();
+    }
+    resp
 }
 
 /// Bytes wait in the socket's receive buffer that hyper has not read yet.
@@ -265,7 +300,7 @@ fn has_unread(fd: RawFd) -> bool {
 
 /// Serves one client connection until it ends, a timeout or the connection limit closes it, or
 /// shutdown has let its last response finish.
-pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, router: Router, watch: Watch) {
+pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, app: Arc<App>, watch: Watch) {
     let Watch {
         timeouts,
         pressure,
@@ -277,7 +312,7 @@ pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, router: Router,
         inner: stream,
         activity: Arc::clone(&activity),
     });
-    let service = service(router, client, Arc::clone(&activity));
+    let service = service(app, client, Arc::clone(&activity));
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(CONN_BUFFER)
         .serve_connection(io, service);

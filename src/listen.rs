@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::{self, ClientTimeouts};
+use crate::handler::App;
 use crate::throttle::Throttled;
 use crate::upstream::local_shortage;
 
@@ -68,7 +68,7 @@ async fn wait_for_slot(
 /// Accepts clients until `shutdown`; each connection runs in `tracker`.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    router: Router,
+    app: Arc<App>,
     max_connections: usize,
     timeouts: ClientTimeouts,
     shutdown: CancellationToken,
@@ -104,9 +104,9 @@ pub(crate) async fn accept_loop(
                     pressure: Arc::clone(&pressure),
                     shutdown: shutdown.clone(),
                 };
-                let router = router.clone();
+                let app = Arc::clone(&app);
                 tracker.spawn(async move {
-                    conn::serve(stream, client, router, watch).await;
+                    conn::serve(stream, client, app, watch).await;
                     drop(slot);
                 });
             }

@@ -13,6 +13,7 @@ use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use futures_util::future::{Either, FutureExt};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -186,34 +187,40 @@ pub(crate) enum Raced<T> {
     Lost,
 }
 
-/// Runs `attempt` in a task of its own and waits for it at most [`HEAD_START`].
-pub(crate) async fn head_start<T: Send + 'static>(
+/// Runs `attempt` in a task of its own and waits for it at most [`HEAD_START`]. Not an `async fn`:
+/// the future it returns holds `attempt` once (inline when Ollama answered a moment ago, else in a
+/// box), where an `async fn` would hold it twice (as argument and as the future awaited), so every
+/// request's future, which is moved a few times, stays smaller.
+pub(crate) fn head_start<T: Send + 'static>(
     app: &App,
     backend: &Backend,
     attempt: impl Future<Output = T> + Send + 'static,
-) -> Raced<T> {
+) -> impl Future<Output = Raced<T>> + Send {
     // Ollama answered a moment ago: no head start needed (and no task hop on the hot path).
     if backend.driver.heard_recently() {
-        return Raced::Ready(attempt.await);
+        return Either::Left(attempt.map(Raced::Ready));
     }
     // Each attempt that outlives its head start holds a connection to Ollama: while Ollama does
     // not answer them, clients must not pile up more.
-    let Ok(permit) = Arc::clone(&app.attempts).try_acquire_owned() else {
-        return Raced::Lost;
-    };
-    let mut task = tokio::spawn(async move {
-        let done = attempt.await;
-        drop(permit);
-        done
-    });
-    match tokio::time::timeout(HEAD_START, &mut task).await {
-        Ok(Ok(done)) => Raced::Ready(done),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "a metadata request to Ollama failed");
-            Raced::Lost
+    let permit = Arc::clone(&app.attempts).try_acquire_owned();
+    Either::Right(Box::pin(async move {
+        let Ok(permit) = permit else {
+            return Raced::Lost;
+        };
+        let mut task = tokio::spawn(async move {
+            let done = attempt.await;
+            drop(permit);
+            done
+        });
+        match tokio::time::timeout(HEAD_START, &mut task).await {
+            Ok(Ok(done)) => Raced::Ready(done),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a metadata request to Ollama failed");
+                Raced::Lost
+            }
+            Err(_) => Raced::Late(task),
         }
-        Err(_) => Raced::Late(task),
-    }
+    }))
 }
 
 /// Lets a late answer arrive after all: read to its end, a cacheable one is stored and its

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -13,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Backend, Backends, DriverShared};
 use crate::config::Config;
 use crate::conn::ClientTimeouts;
-use crate::handler::{handle, App};
+use crate::handler::App;
 use crate::listen::{accept_loop, default_max_connections, raise_nofile};
 use crate::proxy::Timeouts;
 use crate::request::Budget;
@@ -79,7 +78,6 @@ pub async fn run(
         backends,
     };
     let app = Arc::new(app);
-    let router = Router::new().fallback(handle).with_state(Arc::clone(&app));
     // systemd (Type=notify): ready only now that the socket is bound; a no-op outside systemd.
     let status = format!("listening on {local}");
     notify(&[
@@ -90,7 +88,7 @@ pub async fn run(
     let connections = tracker.clone();
     accept_loop(
         listener,
-        router,
+        Arc::clone(&app),
         max_connections,
         timeouts,
         shutdown,

@@ -13,7 +13,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::acked::{Shared, Watch};
+use crate::acked::{Shared, Ticker, Watch};
 use crate::config::Upstream;
 
 /// Pooled connections idle longer than this are not trusted: the host may have gone to sleep.
@@ -81,6 +81,8 @@ pub struct Conn {
 pub struct Client {
     upstream: Upstream,
     connect_timeout: Duration,
+    /// The clock of the watches on unacknowledged bytes.
+    ticker: Arc<Ticker>,
     idle: IdlePool,
     /// The addresses Ollama's name last resolved to.
     resolved: Mutex<Vec<SocketAddr>>,
@@ -91,6 +93,7 @@ impl Client {
         Client {
             upstream,
             connect_timeout,
+            ticker: Ticker::new(connect_timeout),
             idle: Arc::new(Mutex::new(VecDeque::new())),
             resolved: Mutex::new(Vec::new()),
         }
@@ -280,7 +283,7 @@ impl Client {
         let before = watch.acked_bytes();
         let answer = tokio::select! {
             answer = sender.send_request(req) => answer,
-            acks = watch.stalled(self.connect_timeout, before.unwrap_or_default()) => {
+            acks = watch.stalled(&self.ticker, before.unwrap_or_default()) => {
                 watch.abort();
                 let why = format!("sent bytes unacknowledged: {acks}");
                 return Err(match before {

@@ -2,15 +2,17 @@
 //! waits for its answer (see "Asleep under a connection" in docs/behaviour.md).
 
 mod shared;
+mod ticker;
 mod wait;
 
 use std::io;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 pub(crate) use shared::Shared;
+pub(crate) use ticker::Ticker;
 use wait::Wait;
 
 /// What `TCP_INFO` says about the data the proxy sent.
@@ -62,15 +64,17 @@ impl Watch {
 
     /// Resolves once data sent on this connection has waited `limit` for an acknowledgement
     /// (see [`Wait`]); never while it is acknowledged, nor once the connection is gone.
-    pub(crate) async fn stalled(&self, limit: Duration, acked_before: u64) -> Acks {
+    /// Read at each tick of the pool's [`Ticker`] (no timer of its own per request).
+    pub(crate) async fn stalled(&self, ticker: &Arc<Ticker>, acked_before: u64) -> Acks {
         let start = tokio::time::Instant::now();
         let mut wait = Wait::new(acked_before);
+        let _waiting = ticker.enter();
         loop {
-            tokio::time::sleep(step(limit)).await;
+            ticker.tick.notified().await;
             let Some(acks) = self.acks() else {
                 return std::future::pending().await;
             };
-            if wait.observe(acks, start.elapsed(), limit) {
+            if wait.observe(acks, start.elapsed(), ticker.limit) {
                 return acks;
             }
         }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Watch;
@@ -30,22 +30,37 @@ impl AsyncRead for Shared {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let stream = &*self.0;
         loop {
-            std::task::ready!(self.0.poll_read_ready(cx))?;
+            std::task::ready!(stream.poll_read_ready(cx))?;
             // SAFETY: as tokio's own TcpStream does: `try_read` only writes into the slice, and the
             // `n` bytes it reports are then initialised.
             let unfilled =
                 unsafe { &mut *(buf.unfilled_mut() as *mut [MaybeUninit<u8>] as *mut [u8]) };
-            match self.0.try_read(unfilled) {
-                Ok(n) => {
-                    // SAFETY: the kernel wrote these `n` bytes.
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
+            let len = unfilled.len();
+            let mut got = 0;
+            // A short read shows the socket drained: its readiness is cleared (as tokio's own
+            // streams do), so hyper's next read waits for the next event instead of asking the
+            // kernel for nothing. `try_io` clears it only if no event came since it looked.
+            let read = stream.try_io(Interest::READABLE, || {
+                got = stream.try_read(unfilled)?;
+                if 0 < got && got < len {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(got)
                 }
+            });
+            match read {
+                // Bytes (a short read says WouldBlock to clear the readiness), or the end.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
+            // SAFETY: the kernel wrote these `got` bytes.
+            unsafe { buf.assume_init(got) };
+            buf.advance(got);
+            return Poll::Ready(Ok(()));
         }
     }
 }
