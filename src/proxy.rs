@@ -169,6 +169,11 @@ pub async fn forward(
     may_wake: bool,
 ) -> Result<Answer, Failure> {
     let may_wake = may_wake && driver.can_wake();
+    // A request that may not wake does not knock on a machine that sleeps or is going to sleep:
+    // even SYNs can wake a network card, and a suspending machine would cut the request.
+    if !may_wake && driver.can_wake() && driver.state().holds() {
+        return Err(Failure::Unreachable("Ollama is asleep".into()));
+    }
     let mut holds = 0;
     let mut stale_retries = 0;
     // After a reused connection broke without an answer, the one retry goes on a new connection.

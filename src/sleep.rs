@@ -10,6 +10,7 @@ use reqwest::Url;
 use wol::{MagicPacket, Sender};
 
 use crate::config::SleepConfig;
+use crate::wake::display_url;
 
 /// Longest a sleep URL may take to answer.
 const URL_LIMIT: Duration = Duration::from_secs(10);
@@ -112,9 +113,9 @@ impl Sleeper {
             let body = resp.text().await.unwrap_or_default();
             let body = body.trim().chars().take(200).collect::<String>();
             if status.is_success() {
-                Ok(format!("{url} answered {status} {body}"))
+                Ok(format!("{} answered {status} {body}", display_url(url)))
             } else {
-                Err(format!("{url} answered {status} {body}"))
+                Err(format!("{} answered {status} {body}", display_url(url)))
             }
         }
         .await;

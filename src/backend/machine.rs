@@ -105,6 +105,11 @@ impl Default for Machine {
 }
 
 impl Machine {
+    /// During a sleep: a request asked for a wake, which follows once the sleep ends.
+    pub fn wake_wanted(&self) -> bool {
+        self.wake_wanted
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

@@ -32,6 +32,8 @@ pub async fn watch(backend: Arc<Backend>, shutdown: CancellationToken) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The idle stretch already warned about (its last finish), so a given-up sleep warns once.
     let mut warned: Option<Option<Instant>> = None;
+    // After /api/ps said "in use" or did not answer, it is not asked again for SLEEP_AFTER.
+    let mut ps_rests_until: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -43,11 +45,18 @@ pub async fn watch(backend: Arc<Backend>, shutdown: CancellationToken) {
             Ps::NotAsked,
         );
         if verdict == Verdict::AskPs {
+            if ps_rests_until.is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
             let Some(body) = backend.driver.ask_ps().await else {
+                ps_rests_until = Some(Instant::now() + after);
                 continue;
             };
             let ps = idle::read_ps(&body, SystemTime::now());
             verdict = idle::decide(&backend.idle_inputs(Instant::now()), &settings, ps);
+            if verdict == Verdict::InUse {
+                ps_rests_until = Some(Instant::now() + after);
+            }
         }
         match verdict {
             Verdict::Sleep => put_to_sleep(&backend, &sleeper, &shutdown).await,

@@ -8,7 +8,7 @@ use reqwest::Url;
 use wol::{MacAddr, SenderConfig};
 
 use super::layer::{default, Layer};
-use super::parse::{bad, duration, nonzero, ConfigError};
+use super::parse::{bad, bad_secret, duration, nonzero, ConfigError};
 use super::WakeConfig;
 use crate::cli::SleepArgs;
 use crate::units::Unit;
@@ -221,8 +221,11 @@ pub(super) fn build(
 }
 
 fn sleep_url(raw: &str) -> Result<Url, ConfigError> {
-    let err = |reason: &str| bad("--sleep-url", "SLEEP_URL", raw, reason);
-    let url = Url::parse(raw.trim()).map_err(|e| err(&e.to_string()))?;
+    // The value may hold a password (basic auth): errors show it without.
+    let url = Url::parse(raw.trim())
+        .map_err(|e| bad_secret("--sleep-url", "SLEEP_URL", format!("not a URL: {e}")))?;
+    let shown = crate::wake::display_url(&url);
+    let err = |reason: &str| bad("--sleep-url", "SLEEP_URL", &shown, reason);
     match url.scheme() {
         "http" => {}
         "https" => {

@@ -13,6 +13,7 @@ use super::probe::{Probe, Probes};
 use super::{Driver, Held, Release, PROBE_INTERVAL, RESEND_INTERVAL};
 use crate::backend::machine::{Event, State};
 use crate::upstream::Client;
+use crate::upstream::{ConnectError, SendFailure};
 
 impl Driver {
     /// One wake cycle: wake with every method, re-send magic packets, probe until an answer or timeout.
@@ -127,11 +128,13 @@ pub(super) async fn get(client: &Client, path: &str) -> Result<bytes::Bytes, Get
     }
 }
 
-/// `GET /api/version` on a new connection; true on a 2xx answer.
+/// `GET /api/version` on a new connection.
 pub(super) async fn probe_once(client: &Client) -> Probe {
     let conn = match client.connect().await {
         Ok(conn) => conn,
-        Err(crate::upstream::ConnectError::Refused(_)) => return Probe::Answered,
+        // Refused: the host is up. The proxy's own shortage says nothing about the host: never
+        // "silent" (a sleep is not confirmed by it).
+        Err(ConnectError::Refused(_) | ConnectError::Local(_)) => return Probe::Answered,
         Err(_) => return Probe::Silent,
     };
     let req = hyper::Request::get(client.upstream().url_path("/api/version"))
@@ -147,7 +150,10 @@ pub(super) async fn probe_once(client: &Client) -> Probe {
             }
         }
         Ok(_) => Probe::Answered,
-        Err(_) => Probe::Silent,
+        // It went silent after accepting the connection; any other failure came from a host that
+        // answers.
+        Err(SendFailure::Unacked(_) | SendFailure::UnackedAfterPart(_)) => Probe::Silent,
+        Err(_) => Probe::Answered,
     }
 }
 

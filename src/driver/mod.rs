@@ -208,9 +208,12 @@ impl Driver {
 
     /// A wake is needed: starts a cycle (remembering its cause for the log) unless one runs.
     fn wake_needed(&self, inner: &mut Inner, cause: &Cause) -> Option<Action> {
-        let sleeping = inner.machine.state() == State::Sleeping;
+        // During a sleep the first request to want a wake is its cause (the cycle starts when the
+        // sleep ends); the others join it.
+        let first_in_sleep =
+            inner.machine.state() == State::Sleeping && !inner.machine.wake_wanted();
         let action = self.apply(inner, Event::WakeNeeded);
-        if action.is_some() || sleeping {
+        if action.is_some() || first_in_sleep {
             inner.cause = Some(cause.clone());
             inner.limit.record(Instant::now());
         }
@@ -220,7 +223,9 @@ impl Driver {
     /// `Err` when a new cycle would start and MAX_WAKES_PER_HOUR is used up (the first refusal of
     /// the window is logged).
     fn wake_allowed(&self, inner: &mut Inner, cause: &Cause) -> Result<(), ProxyError> {
-        if inner.machine.state() == State::Waking {
+        let state = inner.machine.state();
+        // Joining a wake already counted is always allowed.
+        if state == State::Waking || (state == State::Sleeping && inner.machine.wake_wanted()) {
             return Ok(());
         }
         let now = Instant::now();

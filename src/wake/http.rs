@@ -38,6 +38,9 @@ pub fn signed_url(cfg: &HttpWakeConfig, time: u64) -> Url {
 /// The URL for logs and messages: the token is replaced by `***`.
 pub fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
+    // User and password (basic auth) are never shown.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| {

@@ -1,6 +1,7 @@
 //! Waking the host: magic packets (via the `wol` crate) and the HTTP wake URL, with a report of each.
 
 pub mod http;
+pub use http::display_url;
 
 use std::fmt;
 use std::net::SocketAddrV4;
