@@ -151,16 +151,23 @@ async fn run(argv: &[String]) -> Result<String, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // A group of its own: on timeout what it started goes too (`sh -c '... &'`).
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let group = child.id().and_then(|id| libc::pid_t::try_from(id).ok());
     let out = match tokio::time::timeout(COMMAND_LIMIT, child.wait_with_output()).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => return Err(format!("{program}: {e}")),
         Err(_) => {
+            if let Some(group) = group {
+                // SAFETY: killpg only sends a signal; `group` is the group this child leads.
+                unsafe { libc::killpg(group, libc::SIGKILL) };
+            }
             return Err(format!(
                 "{program} still ran after {}s and was killed",
                 COMMAND_LIMIT.as_secs()
-            ))
+            ));
         }
     };
     for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
