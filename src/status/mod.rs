@@ -51,6 +51,9 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Resp {
 pub(crate) struct Card {
     pub name: String,
     pub held: usize,
+    /// It has a wake method / a sleep method (else its button is left out).
+    pub can_wake: bool,
+    pub can_sleep: bool,
     pub models: Vec<String>,
     /// Seconds since the model list was stored, if there is one.
     pub models_age: Option<u64>,
@@ -73,6 +76,8 @@ pub(crate) fn card(b: &Backend) -> Card {
     Card {
         name: b.name.clone(),
         held: b.driver.held(),
+        can_wake: b.driver.can_wake(),
+        can_sleep: b.sleeper.is_some(),
         models,
         models_age: tags.map(|e| unix_now().saturating_sub(e.stored_at)),
         snap: b.driver.watch.snapshot(),

@@ -12,7 +12,8 @@ use super::{card, Card};
 use crate::handler::App;
 use crate::monitor::events::{unix_now, Event};
 
-/// Seconds between refreshes.
+/// Seconds between refreshes. The page names an empty inline icon: a browser's own
+/// `GET /favicon.ico` would be work for Ollama and wake the machine.
 const REFRESH: u32 = 5;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;padding:12px;background:#f4f5f7;color:#222}\
@@ -21,9 +22,10 @@ h1{font-size:1.3em;margin:0 0 12px}h2{font-size:1.1em;margin:18px 0 8px}\
 .card{background:#fff;border-radius:8px;padding:12px;flex:1 1 280px;max-width:100%;box-sizing:border-box;box-shadow:0 1px 3px #0002}\
 .state{display:inline-block;padding:2px 8px;border-radius:10px;font-weight:bold;color:#fff;background:#888}\
 .awake{background:#2a8a3e}.asleep{background:#555}.waking,.sleeping{background:#c07a00}\
-dl{display:grid;grid-template-columns:auto 1fr;gap:2px 10px;margin:8px 0}dt{color:#666}dd{margin:0}\
+dl{display:grid;grid-template-columns:auto 1fr;gap:2px 10px;margin:8px 0}dt{color:#666;white-space:nowrap}dd{margin:0}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;background:#fff;font-size:.9em}\
-th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #ddd;vertical-align:top;word-break:break-word}\
+th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #ddd;vertical-align:top}\
+th{white-space:nowrap}td.d{overflow-wrap:anywhere}\
 form{display:inline-block;margin:4px 4px 0 0}button{padding:6px 12px;font-size:1em}\
 input{padding:5px;font-size:1em;max-width:100%;box-sizing:border-box}";
 
@@ -62,10 +64,14 @@ pub fn render(app: &App, cookie: bool) -> Response<Body> {
     let cards: Vec<Card> = app.backends.all().iter().map(|b| card(b)).collect();
     let admin = app.cfg.access.admin_token.is_some();
     let mut h = String::with_capacity(8192);
-    let _ = write!(h, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta http-equiv=\"refresh\" content=\"{REFRESH}\"><title>ollama-proxy</title><style>{STYLE}</style></head>\
-<body><h1>ollama-proxy</h1><div class=\"cards\">");
+<meta http-equiv=\"refresh\" content=\"{REFRESH}\">\
+<link rel=\"icon\" href=\"data:,\"><title>ollama-proxy</title><style>{STYLE}</style></head>\
+<body><h1>ollama-proxy</h1><div class=\"cards\">"
+    );
     for c in &cards {
         card_html(&mut h, c, admin, cookie);
     }
@@ -110,7 +116,8 @@ fn card_html(h: &mut String, c: &Card, admin: bool, cookie: bool) {
     }
     h.push_str("</dl>");
     if admin {
-        for action in ["wake", "sleep"] {
+        let actions = [("wake", c.can_wake), ("sleep", c.can_sleep)];
+        for action in actions.iter().filter(|a| a.1).map(|a| a.0) {
             let label = if action == "wake" {
                 "Wake now"
             } else {
@@ -154,7 +161,7 @@ fn event_row(h: &mut String, name: &str, e: &Event) {
     let cause = e.cause.as_deref().unwrap_or("");
     let _ = write!(
         h,
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"d\">{}</td></tr>",
         rfc3339(e.at),
         esc(name),
         esc(&e.kind.replace('_', " ")),
