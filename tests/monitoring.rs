@@ -229,7 +229,7 @@ async fn buttons_need_the_admin_token_and_a_wake_starts_one_cycle() {
     plain.stop().await;
 
     let mut argv = host.wake_args();
-    argv.extend(["--admin-token".into(), "s3cret-token".into()]);
+    argv.extend(["--admin-token".into(), "s3cret-admin-token".into()]);
     let proxy = Proxy::start(&common::strs(&argv)).await;
     let html = client()
         .get(proxy.url("/proxy/"))
@@ -251,7 +251,7 @@ async fn buttons_need_the_admin_token_and_a_wake_starts_one_cycle() {
     assert_eq!(wrong.status(), 403);
     let unknown = client()
         .post(proxy.url("/proxy/backends/nope/wake"))
-        .bearer_auth("s3cret-token")
+        .bearer_auth("s3cret-admin-token")
         .send()
         .await
         .unwrap();
@@ -259,7 +259,7 @@ async fn buttons_need_the_admin_token_and_a_wake_starts_one_cycle() {
     for _ in 0..3 {
         let r = client()
             .post(&wake)
-            .bearer_auth("s3cret-token")
+            .bearer_auth("s3cret-admin-token")
             .send()
             .await
             .unwrap();
@@ -276,5 +276,67 @@ async fn buttons_need_the_admin_token_and_a_wake_starts_one_cycle() {
         .collect();
     assert_eq!(wakes.len(), 1, "{events:?}");
     assert_eq!(wakes[0]["cause"], "manual");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn with_api_keys_a_read_key_opens_the_pages_and_the_buttons_take_only_the_admin_token() {
+    common::logs();
+    let host = SleepingHost::gated(Duration::from_millis(50)).await;
+    let mut argv = host.wake_args();
+    argv.extend([
+        "--api-keys".into(),
+        "viewer:viewer-key-0123456:read".into(),
+        "--admin-token".into(),
+        "admin-token-0123".into(),
+    ]);
+    let proxy = Proxy::start(&common::strs(&argv)).await;
+    for path in ["/metrics", "/proxy/status", "/proxy/"] {
+        let none = client().get(proxy.url(path)).send().await.unwrap();
+        assert_eq!(none.status(), 401, "{path}");
+        let read = client()
+            .get(proxy.url(path))
+            .bearer_auth("viewer-key-0123456")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200, "{path}");
+    }
+    let wake = proxy.url("/proxy/backends/default/wake");
+    let r = client()
+        .post(&wake)
+        .bearer_auth("viewer-key-0123456")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The page's form: the token once, then a cookie (a digest, not the token).
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .post(&wake)
+        .form(&[("token", "admin-token-0123")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains("admin-token-0123"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let r = client()
+        .post(&wake)
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(proxy.health().await["wakes"], 1);
+    host.open_gate();
     proxy.stop().await;
 }

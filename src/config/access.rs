@@ -86,10 +86,10 @@ impl AccessConfig {
 fn admin_token(value: Option<&str>) -> Result<Option<AdminToken>, ConfigError> {
     match value.map(str::trim) {
         None => Ok(None),
-        Some(t) if t.len() < 8 => Err(bad_secret(
+        Some(t) if t.len() < 16 => Err(bad_secret(
             "--admin-token",
             "ADMIN_TOKEN",
-            "it needs at least 8 characters",
+            "it needs at least 16 characters",
         )),
         Some(t) => Ok(Some(AdminToken(t.into()))),
     }
