@@ -53,9 +53,13 @@ pub async fn handle(
         route,
         Route::Tags | Route::Version | Route::Show | Route::V1Models | Route::V1Model(_)
     );
+    let work = matches!(route, Route::Work).then(std::time::Instant::now);
     let resp = dispatch(&app, route, req, client).await;
     // Atomics only (see "Monitoring" in docs/behaviour.md).
     app.monitor.request(class, resp.status().as_u16());
+    if let Some(start) = work {
+        app.monitor.ttfb.observe(start.elapsed());
+    }
     if metadata {
         let label = resp.headers().get("x-ollama-proxy-cache");
         app.monitor.cache_answer(label.map(|v| v.as_bytes()));

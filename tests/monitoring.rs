@@ -150,6 +150,8 @@ async fn metrics_move_by_exactly_the_expected_amounts() {
         ),
         2.0
     );
+    let ttfb = "ollama_proxy_time_to_first_byte_seconds_count{}";
+    assert_eq!(moved(&s0, &s2, ttfb), 2.0);
     assert!(s2["ollama_proxy_process_resident_memory_bytes{}"] > 1e6);
     assert!(s2["ollama_proxy_process_open_fds{}"] >= 3.0);
     // The scrapes themselves are counted, and Ollama never saw them.

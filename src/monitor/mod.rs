@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod metrics;
+mod ttfb;
 mod watch;
 
 pub use watch::{Snapshot, Watch};
@@ -58,6 +59,8 @@ pub struct Monitor {
     cache: [Counter; 3],
     rss: Gauge,
     fds: Gauge,
+    /// Time to response headers of work requests (lock-free).
+    pub ttfb: ttfb::Ttfb,
 }
 
 impl Monitor {
@@ -85,6 +88,13 @@ impl Monitor {
             "Metadata requests by how the cache served them (fresh, stale, miss)",
             cache_family,
         );
+        let ttfb = ttfb::Ttfb::default();
+        registry.register_with_unit(
+            "ollama_proxy_time_to_first_byte",
+            "Time from a work request's arrival to its response headers (held time included)",
+            Unit::Seconds,
+            ttfb.clone(),
+        );
         let (rss, fds) = (Gauge::default(), Gauge::default());
         registry.register_with_unit(
             "ollama_proxy_process_resident_memory",
@@ -103,6 +113,7 @@ impl Monitor {
             cache,
             rss,
             fds,
+            ttfb,
         };
         (monitor, families)
     }
