@@ -22,12 +22,15 @@ h1{font-size:1.3em;margin:0 0 12px}h2{font-size:1.1em;margin:18px 0 8px}\
 .card{background:#fff;border-radius:8px;padding:12px;flex:1 1 280px;max-width:100%;box-sizing:border-box;box-shadow:0 1px 3px #0002}\
 .state{display:inline-block;padding:2px 8px;border-radius:10px;font-weight:bold;color:#fff;background:#888}\
 .awake{background:#2a8a3e}.asleep{background:#555}.waking,.sleeping{background:#c07a00}\
-dl{display:grid;grid-template-columns:auto 1fr;gap:2px 10px;margin:8px 0}dt{color:#666;white-space:nowrap}dd{margin:0}\
+dl{display:grid;grid-template-columns:auto minmax(0,1fr);gap:2px 10px;margin:8px 0}\
+dt{color:#666;white-space:nowrap}dd{margin:0;overflow-wrap:anywhere}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;background:#fff;font-size:.9em}\
 th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #ddd;vertical-align:top}\
 th{white-space:nowrap}td.d{overflow-wrap:anywhere}\
 form{display:inline-block;margin:4px 4px 0 0}button{padding:6px 12px;font-size:1em}\
-input{padding:5px;font-size:1em;max-width:100%;box-sizing:border-box}";
+input{padding:5px;font-size:1em;max-width:100%;box-sizing:border-box}\
+@media(max-width:600px){thead{display:none}tr{display:block;border-bottom:1px solid #ddd;padding:4px 0}\
+td{display:inline-block;border:0;padding:2px 6px}td.d{display:block}}";
 
 /// Escapes text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
