@@ -107,6 +107,10 @@ pub struct AccessArgs {
     /// API keys as `name:key:rights`, separated by commas (for containers)
     #[arg(long, env = "API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
+    /// Token for the status page's "Wake now" / "Sleep now" buttons (sent as a Bearer token);
+    /// without it the buttons are hidden and their endpoints answer 403
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Send the client's Authorization header on to Ollama (with keys set it is kept back)
     #[arg(long, env = "FORWARD_AUTHORIZATION")]
     pub forward_authorization: bool,

@@ -34,6 +34,10 @@ pub struct App {
     pub budget: Budget,
     /// Metadata requests to Ollama running at once (see [`crate::meta`]).
     pub attempts: Arc<tokio::sync::Semaphore>,
+    /// Metrics and the status page (see "Monitoring").
+    pub monitor: crate::monitor::Monitor,
+    /// Cancelled at shutdown (a sleep asked for by hand stops with it).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 type Resp = Response<Body>;
@@ -44,25 +48,47 @@ pub async fn handle(
     req: Request,
 ) -> Resp {
     let route = routes::route(req.method(), req.uri().path());
+    let class = crate::monitor::route_class(&route);
+    let metadata = matches!(
+        route,
+        Route::Tags | Route::Version | Route::Show | Route::V1Models | Route::V1Model(_)
+    );
+    let work = matches!(route, Route::Work).then(std::time::Instant::now);
+    let resp = dispatch(&app, route, req, client).await;
+    // Atomics only (see "Monitoring" in docs/behaviour.md).
+    app.monitor.request(class, resp.status().as_u16());
+    if let Some(start) = work {
+        app.monitor.ttfb.observe(start.elapsed());
+    }
+    if metadata {
+        let label = resp.headers().get("x-ollama-proxy-cache");
+        app.monitor.cache_answer(label.map(|v| v.as_bytes()));
+    }
+    resp
+}
+
+/// The answer to a request of class `route`.
+async fn dispatch(app: &Arc<App>, route: Route, req: Request, client: SocketAddr) -> Resp {
     let openai = routes::is_openai(req.uri().path());
     let mut req = req;
-    if let Err(e) = well_formed(&req).and_then(|()| admit(&app, &route, &mut req, client)) {
+    if let Err(e) = well_formed(&req).and_then(|()| admit(app, &route, &mut req, client)) {
         return e.into_response_for(openai);
     }
     let result = match route {
+        Route::Proxy(own) => Ok(crate::status::answer(app, own, req, client).await),
         Route::NotAllowed => Err(ProxyError::MethodNotAllowed(req.method().to_string())),
-        Route::Health => Ok(health(&app)),
-        Route::Ps if !app.backends.single() => Ok(several::ps(&app, req, client).await),
+        Route::Health => Ok(health(app)),
+        Route::Ps if !app.backends.single() => Ok(several::ps(app, req, client).await),
         Route::Root | Route::Ps => {
             let backend = app.backends.preferred();
-            Ok(meta::always(&app, backend, req, client, route).await)
+            Ok(meta::always(app, backend, req, client, route).await)
         }
         Route::Tags | Route::V1Models | Route::V1Model(_) if !app.backends.single() => {
-            several::tags(&app, req, client, route).await
+            several::tags(app, req, client, route).await
         }
-        Route::Work => routed::work(&app, req, client).await,
-        Route::Show => routed::show(&app, req, client, route).await,
-        _ => meta::meta(&app, app.backends.preferred(), req, client, route).await,
+        Route::Work => routed::work(app, req, client).await,
+        Route::Show => routed::show(app, req, client, route).await,
+        _ => meta::meta(app, app.backends.preferred(), req, client, route).await,
     };
     result.unwrap_or_else(|e| e.into_response_for(openai))
 }
@@ -88,7 +114,9 @@ fn admit(
     client: SocketAddr,
 ) -> Result<(), ProxyError> {
     let access = &app.cfg.access;
-    if access.keys.is_empty() || matches!(route, Route::Health) {
+    // The buttons have their own token, checked by `status` (see "Monitoring").
+    let admin = matches!(route, Route::Proxy(own) if own.is_admin());
+    if access.keys.is_empty() || matches!(route, Route::Health) || admin {
         return Ok(());
     }
     let auth = req.headers().get(header::AUTHORIZATION);

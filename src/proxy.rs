@@ -1,6 +1,7 @@
 //! Forwarding one request to Ollama: connect, hold and replay when asleep, time out (see
 //! "Forwarding", "Timeouts" and "Holding and replay" in docs/behaviour.md).
 
+use crate::monitor::metrics::UpstreamError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,6 +232,7 @@ pub async fn forward(
                 return Err(ProxyError::OutOfResource(resource).into());
             }
             Err(e) => {
+                driver.watch.upstream_error(UpstreamError::Connect);
                 driver.unreachable();
                 if may_wake {
                     tracing::debug!(error = %e, "Ollama unreachable; holding the request");
@@ -250,8 +252,12 @@ pub async fn forward(
             timeouts.model,
         );
         match sent.await {
-            Err(Late::Answer(after)) => return Err(ProxyError::Timeout { option, after }.into()),
+            Err(Late::Answer(after)) => {
+                driver.watch.upstream_error(UpstreamError::Timeout);
+                return Err(ProxyError::Timeout { option, after }.into());
+            }
             Err(Late::Upload(after)) => {
+                driver.watch.upstream_error(UpstreamError::Timeout);
                 let option = "--model-timeout (MODEL_TIMEOUT_SECONDS)";
                 return Err(ProxyError::Timeout { option, after }.into());
             }
@@ -269,12 +275,14 @@ pub async fn forward(
             }
             Ok(Err(SendFailure::UnackedAfterPart(why))) => {
                 tracing::warn!(path = %out.path_and_query, error = %why, "Ollama stopped acknowledging after part of the request: not sent again");
+                driver.watch.upstream_error(UpstreamError::Unacked);
                 driver.unreachable();
                 let reason = format!("Ollama stopped answering after part of the request ({why}); it may have received it, so it is not sent again");
                 return Err(ProxyError::Upstream(reason).into());
             }
             Ok(Err(SendFailure::Unacked(why))) => {
                 tracing::info!(path = %out.path_and_query, error = %why, "Ollama stopped acknowledging (asleep?)");
+                driver.watch.upstream_error(UpstreamError::Unacked);
                 driver.unreachable();
                 if !out.body.replayable() {
                     // Too large to hold (see "Request bodies"); the client retries while the wake
@@ -296,6 +304,7 @@ pub async fn forward(
                 | SendFailure::ClosedWhileIdle(why)
                 | SendFailure::Failed(why),
             )) => {
+                driver.watch.upstream_error(UpstreamError::Protocol);
                 return Err(ProxyError::Upstream(why).into());
             }
         }

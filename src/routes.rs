@@ -26,6 +26,60 @@ pub enum Route {
     Work,
     /// `CONNECT` and `TRACE`: never forwarded (405).
     NotAllowed,
+    /// `/metrics` and everything under `/proxy/`: the proxy's own, never forwarded (see
+    /// "Monitoring" in docs/behaviour.md).
+    Proxy(Own),
+}
+
+/// The proxy's own pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Own {
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+    /// `GET /proxy/`: the status page.
+    Page,
+    /// `GET /proxy/status`: the status as JSON.
+    Status,
+    /// `POST /proxy/backends/{name}/wake`.
+    Wake(String),
+    /// `POST /proxy/backends/{name}/sleep`.
+    Sleep(String),
+    /// Anything else under `/proxy/` (404).
+    Unknown,
+    /// A method these pages do not take (405).
+    NotAllowed,
+}
+
+impl Own {
+    /// The buttons: allowed only with the admin token.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Own::Wake(_) | Own::Sleep(_))
+    }
+}
+
+fn own(method: &Method, path: &str) -> Own {
+    let get_or_head = method == Method::GET || method == Method::HEAD;
+    let page = match path {
+        "/metrics" => Own::Metrics,
+        "/proxy" | "/proxy/" => Own::Page,
+        "/proxy/status" => Own::Status,
+        _ => {
+            let action = path
+                .strip_prefix("/proxy/backends/")
+                .and_then(|r| r.split_once('/'));
+            return match action {
+                Some((name, "wake")) if method == Method::POST => Own::Wake(name.to_string()),
+                Some((name, "sleep")) if method == Method::POST => Own::Sleep(name.to_string()),
+                Some((_, "wake" | "sleep")) => Own::NotAllowed,
+                _ => Own::Unknown,
+            };
+        }
+    };
+    if get_or_head {
+        page
+    } else {
+        Own::NotAllowed
+    }
 }
 
 /// How long Ollama may take (see "Timeouts" in docs/behaviour.md).
@@ -41,6 +95,9 @@ pub fn route(method: &Method, path: &str) -> Route {
     let get_or_head = method == Method::GET || method == Method::HEAD;
     if method == Method::CONNECT || method == Method::TRACE {
         return Route::NotAllowed;
+    }
+    if path == "/metrics" || path == "/proxy" || path.starts_with("/proxy/") {
+        return Route::Proxy(own(method, path));
     }
     match path {
         "/health" if get_or_head => Route::Health,
@@ -119,6 +176,28 @@ mod tests {
         assert_eq!(route(&Method::GET, "/v1/models/"), Route::Work);
         assert_eq!(route(&Method::CONNECT, "/"), Route::NotAllowed);
         assert_eq!(route(&Method::TRACE, "/api/chat"), Route::NotAllowed);
+        assert_eq!(route(&Method::GET, "/metrics"), Route::Proxy(Own::Metrics));
+        assert_eq!(route(&Method::GET, "/proxy/"), Route::Proxy(Own::Page));
+        assert_eq!(
+            route(&Method::GET, "/proxy/status"),
+            Route::Proxy(Own::Status)
+        );
+        assert_eq!(
+            route(&Method::POST, "/proxy/status"),
+            Route::Proxy(Own::NotAllowed)
+        );
+        assert_eq!(
+            route(&Method::POST, "/proxy/backends/gpu/wake"),
+            Route::Proxy(Own::Wake("gpu".into()))
+        );
+        assert_eq!(
+            route(&Method::GET, "/proxy/backends/gpu/sleep"),
+            Route::Proxy(Own::NotAllowed)
+        );
+        assert_eq!(
+            route(&Method::POST, "/proxy/api/chat"),
+            Route::Proxy(Own::Unknown)
+        );
         for (m, p) in [
             (Method::POST, "/api/generate"),
             (Method::POST, "/api/chat"),

@@ -28,7 +28,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr().context("listener address")?;
-    let backends = backends(&cfg, &shutdown)?;
+    let (monitor, families) = crate::monitor::Monitor::new();
+    let backends = backends(&cfg, &shutdown, families)?;
     let nofile = raise_nofile();
     let max_connections = cfg
         .max_connections
@@ -76,6 +77,8 @@ pub async fn run(
         attempts: Arc::new(tokio::sync::Semaphore::new(crate::meta::MAX_ATTEMPTS)),
         cfg,
         backends,
+        monitor,
+        shutdown: shutdown.clone(),
     };
     let app = Arc::new(app);
     // systemd (Type=notify): ready only now that the socket is bound; a no-op outside systemd.
@@ -105,7 +108,11 @@ pub async fn run(
 }
 
 /// The machines of the configuration (one named `default` without a configuration file).
-fn backends(cfg: &Config, shutdown: &CancellationToken) -> anyhow::Result<Backends> {
+fn backends(
+    cfg: &Config,
+    shutdown: &CancellationToken,
+    families: Arc<crate::monitor::metrics::Families>,
+) -> anyhow::Result<Backends> {
     let shared = DriverShared {
         timeout: cfg.timeout,
         wake_interval: cfg.wake_interval,
@@ -113,6 +120,7 @@ fn backends(cfg: &Config, shutdown: &CancellationToken) -> anyhow::Result<Backen
         max_wakes_per_hour: cfg.access.max_wakes_per_hour,
         cache_file: cfg.cache_file.clone(),
         several: cfg.backends.len() > 1,
+        families: Some(families),
     };
     let mut all = Vec::new();
     for b in &cfg.backends {

@@ -69,7 +69,11 @@ impl Backend {
             max_queue: shared.max_queue,
             max_wakes_per_hour: shared.max_wakes_per_hour,
         };
-        let driver = Driver::new(waker, Arc::clone(&client), settings, shutdown.clone());
+        let cache_file = shared.cache_file(&cfg.name);
+        let events = cache_file.as_deref().map(crate::monitor::events::file_for);
+        let watch = crate::monitor::Watch::new(&cfg.name, shared.families.clone(), events);
+        let driver = Driver::new(waker, Arc::clone(&client), settings, shutdown.clone())
+            .watched(Arc::new(watch));
         let sleeper = match cfg.sleep.after {
             Some(_) if cfg.sleep.has_method() => {
                 Some(Arc::new(Sleeper::new(&cfg.sleep).with_context(|| {
@@ -78,7 +82,7 @@ impl Backend {
             }
             _ => None,
         };
-        let cache = Cache::load(shared.cache_file(&cfg.name))
+        let cache = Cache::load(cache_file)
             .with_context(|| format!("cannot use the cache file of {}", cfg.name))?;
         Ok(Backend {
             name: cfg.name.clone(),
@@ -158,6 +162,8 @@ pub struct DriverShared {
     pub cache_file: Option<std::path::PathBuf>,
     /// More than one machine: each keeps its cache in a file of its own.
     pub several: bool,
+    /// The metric families each machine adds its handles to (see "Monitoring").
+    pub families: Option<Arc<crate::monitor::metrics::Families>>,
 }
 
 impl DriverShared {
@@ -272,6 +278,7 @@ mod tests {
             max_wakes_per_hour: None,
             cache_file: file.map(Into::into),
             several,
+            families: None,
         }
     }
 

@@ -59,7 +59,7 @@ pub async fn watch(backend: Arc<Backend>, shutdown: CancellationToken) {
             }
         }
         match verdict {
-            Verdict::Sleep => put_to_sleep(&backend, &sleeper, &shutdown).await,
+            Verdict::Sleep => put_to_sleep(&backend, &sleeper, &shutdown, false).await,
             Verdict::GaveUp => {
                 let stretch = backend.last_finished();
                 if warned != Some(stretch) {
@@ -76,8 +76,14 @@ pub async fn watch(backend: Arc<Backend>, shutdown: CancellationToken) {
     }
 }
 
-/// Sends the sleep methods and confirms the machine went silent, unless a request came first.
-async fn put_to_sleep(backend: &Arc<Backend>, sleeper: &Sleeper, shutdown: &CancellationToken) {
+/// Sends the sleep methods and confirms the machine went silent, unless a request came first;
+/// `manual`: asked for with the status page's button (see "Monitoring").
+pub(crate) async fn put_to_sleep(
+    backend: &Arc<Backend>,
+    sleeper: &Sleeper,
+    shutdown: &CancellationToken,
+    manual: bool,
+) {
     let now = Instant::now();
     let inputs = backend.idle_inputs(now);
     let idle_for = inputs
@@ -94,6 +100,10 @@ async fn put_to_sleep(backend: &Arc<Backend>, sleeper: &Sleeper, shutdown: &Canc
     }
     let methods = backend.sleep.methods();
     tracing::info!(backend = %backend.name, idle_s = idle_for.as_secs(), methods = %methods, "putting the machine to sleep");
+    backend
+        .driver
+        .watch
+        .sleep_sent(&methods.to_string(), manual);
     let outcomes = sleeper.sleep_all().await;
     for o in &outcomes {
         log_outcome(&backend.name, o);
@@ -105,6 +115,8 @@ async fn put_to_sleep(backend: &Arc<Backend>, sleeper: &Sleeper, shutdown: &Canc
         return;
     }
     backend.driver.sleep_ended(silent);
+    let results: Vec<_> = outcomes.iter().map(|o| (o.method, o.is_ok())).collect();
+    backend.driver.watch.sleep_ended(&results, silent);
     if silent {
         tracing::info!(backend = %backend.name, idle_s = idle_for.as_secs(), awake_s = awake_for.as_secs(),
             methods = %methods, silent_after_ms = sent.elapsed().as_millis() as u64, "asleep");

@@ -16,6 +16,39 @@ pub struct AccessConfig {
     pub forward_authorization: bool,
     /// Most wake cycles per machine in any hour (MAX_WAKES_PER_HOUR).
     pub max_wakes_per_hour: Option<usize>,
+    /// ADMIN_TOKEN: allows the status page's buttons (see "Monitoring").
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The admin token: a secret, never shown (its `Debug` hides it), compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(hidden)")
+    }
+}
+
+impl AdminToken {
+    /// `given` is the token (constant time in its content).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_bytes().ct_eq(given))
+    }
+
+    /// The value of the page's cookie: a digest of the token, not the token.
+    pub fn cookie(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("ollama-proxy-admin:{}", self.0));
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// `given` is the page's cookie value (constant time in its content).
+    pub fn cookie_matches(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.cookie().as_bytes().ct_eq(given))
+    }
 }
 
 impl AccessConfig {
@@ -45,7 +78,20 @@ impl AccessConfig {
             keys: Arc::new(Keys::new(entries)),
             forward_authorization: args.forward_authorization,
             max_wakes_per_hour,
+            admin_token: admin_token(args.admin_token.as_deref())?,
         })
+    }
+}
+
+fn admin_token(value: Option<&str>) -> Result<Option<AdminToken>, ConfigError> {
+    match value.map(str::trim) {
+        None => Ok(None),
+        Some(t) if t.len() < 16 => Err(bad_secret(
+            "--admin-token",
+            "ADMIN_TOKEN",
+            "it needs at least 16 characters",
+        )),
+        Some(t) => Ok(Some(AdminToken(t.into()))),
     }
 }
 

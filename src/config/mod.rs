@@ -1,6 +1,6 @@
 //! Validated configuration: turns the raw CLI/environment strings into typed settings, or one clear error.
 
-mod access;
+pub(crate) mod access;
 mod backends;
 mod file;
 mod layer;

@@ -22,13 +22,19 @@ impl Driver {
         let Some(waker) = self.waker.clone() else {
             return;
         };
-        if let Some(c) = self.lock().cause.take() {
+        let cause = self.lock().cause.take();
+        if let Some(c) = &cause {
             tracing::info!(cycle, method = %c.method, path = %c.path(), client = %c.client, key = %c.key.as_deref().unwrap_or("-"), "waking Ollama");
         }
-        let w = Arc::clone(&waker);
+        self.watch.wake_started(cause.as_ref());
+        let (w, watch) = (Arc::clone(&waker), Arc::clone(&self.watch));
         tokio::spawn(async move {
-            for outcome in w.wake_all().await {
-                log_outcome(&outcome);
+            let outcomes = w.wake_all().await;
+            for outcome in &outcomes {
+                log_outcome(outcome);
+            }
+            if !outcomes.iter().any(|o| o.is_ok()) {
+                watch.methods_failed();
             }
         });
         let deadline = tokio::time::Instant::from_std(started + self.cfg.wake_timeout);

@@ -134,6 +134,8 @@ pub struct Driver {
     client: Arc<Client>,
     cfg: DriverConfig,
     shutdown: CancellationToken,
+    /// What is recorded for the status page and the metrics (see "Monitoring").
+    pub watch: Arc<crate::monitor::Watch>,
 }
 
 /// A place in the queue. Dropping it (the client left) removes the request: it is never forwarded.
@@ -193,12 +195,23 @@ impl Driver {
             client,
             cfg,
             shutdown,
+            watch: Arc::new(crate::monitor::Watch::new("", None, None)),
         }
+    }
+
+    /// The driver, recording into `watch`.
+    pub fn watched(mut self, watch: Arc<crate::monitor::Watch>) -> Self {
+        self.watch = watch;
+        self
     }
 
     /// Applies `event` to the machine under the lock, keeping the lock-free mirror in step.
     fn apply(&self, inner: &mut Inner, event: Event) -> Option<Action> {
+        let before = inner.machine.state();
         let action = inner.machine.on(event, Instant::now());
+        if inner.machine.state() != before {
+            self.watch.state_changed(inner.machine.state());
+        }
         // SeqCst, with the loads in `state` and the in-flight count: a request counted after a
         // sleep began sees `sleeping`, or the sleep sees the request (see `begin_sleep`).
         self.state
@@ -339,10 +352,13 @@ impl Driver {
             key = %cause.key.as_deref().unwrap_or("-"),
             "not heard from Ollama for WAKE_INTERVAL: sending a wake alongside the request");
         let waker = Arc::clone(waker);
+        let (watch, cause) = (Arc::clone(&self.watch), cause.clone());
         tokio::spawn(async move {
-            for outcome in waker.wake_all().await {
-                log_outcome(&outcome);
+            let outcomes = waker.wake_all().await;
+            for outcome in &outcomes {
+                log_outcome(outcome);
             }
+            watch.wake_interval(&cause, outcomes.iter().any(|o| o.is_ok()));
         });
     }
 
@@ -364,6 +380,7 @@ impl Driver {
 
     /// The answer to a request that finds the queue full.
     pub fn queue_full_error(&self) -> ProxyError {
+        self.watch.queue_full();
         ProxyError::QueueFull(self.cfg.max_queue, self.retry_after())
     }
 
@@ -517,6 +534,7 @@ impl Driver {
                     held = queue.len(),
                     "Ollama is awake"
                 );
+                self.watch.awake(took, queue.len());
                 let connect_timeout = self.cfg.connect_timeout;
                 tokio::spawn(release(queue, connect_timeout));
             }
@@ -538,6 +556,7 @@ impl Driver {
                     humantime::format_duration(self.cfg.wake_timeout)
                 );
                 tracing::warn!(held = queue.len(), wake_timeout = ?self.cfg.wake_timeout, "Ollama did not wake in time");
+                self.watch.wake_timed_out(queue.len());
                 for held in queue {
                     let _ = held
                         .tx

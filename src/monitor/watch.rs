@@ -1,0 +1,270 @@
+//! What the proxy records about one machine as it happens: its metrics handles, when its state
+//! last changed, its event history and the time it spent asleep (see "Monitoring" in
+//! docs/behaviour.md). Only wakes, sleeps, state changes and refusals lock it, never a request.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::events::{self, unix_now, Event, History};
+use super::metrics::{Families, Handles, WakeCause, STATES};
+use crate::backend::machine::State;
+use crate::driver::Cause;
+
+struct Log {
+    history: History,
+    state: State,
+    /// Unix seconds of the last state change.
+    since: u64,
+    /// Asleep now: since when (Unix), and since when the counter was last brought up to date.
+    asleep_from: Option<u64>,
+    asleep_mark: Option<Instant>,
+    /// The cause of the running (or last) wake cycle, and whether every wake method failed.
+    cycle_cause: WakeCause,
+    methods_failed: bool,
+    /// Bumped at every change worth writing.
+    seq: u64,
+}
+
+/// One machine's record.
+pub struct Watch {
+    pub m: Handles,
+    families: Option<Arc<Families>>,
+    name: String,
+    log: Mutex<Log>,
+    file: Option<PathBuf>,
+    /// The sequence number last written, held while writing.
+    written: Arc<Mutex<u64>>,
+}
+
+/// What the status page shows of a machine's record.
+pub struct Snapshot {
+    pub state: State,
+    pub since: u64,
+    pub events: Vec<Event>,
+    pub asleep_today_s: u64,
+    pub asleep_week_s: u64,
+    pub wakes_today: usize,
+}
+
+impl Watch {
+    /// The record of machine `name`, its history read from `file` (beside the cache file).
+    pub fn new(name: &str, families: Option<Arc<Families>>, file: Option<PathBuf>) -> Watch {
+        let history = file.as_deref().map(events::read).unwrap_or_default();
+        let m = match &families {
+            Some(f) => Handles::new(f, name),
+            None => Handles::detached(),
+        };
+        m.state[0].set(1);
+        Watch {
+            m,
+            families,
+            name: name.to_string(),
+            log: Mutex::new(Log {
+                history,
+                state: State::Unknown,
+                since: unix_now(),
+                asleep_from: None,
+                asleep_mark: None,
+                cycle_cause: WakeCause::Work,
+                methods_failed: false,
+                seq: 0,
+            }),
+            file,
+            written: Arc::new(Mutex::new(0)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The machine's state changed (called under the driver's lock, so in order).
+    pub fn state_changed(&self, to: State) {
+        let mut log = self.lock();
+        let now = unix_now();
+        if let Some(mark) = log.asleep_mark.take() {
+            self.m.asleep_seconds.inc_by(mark.elapsed().as_secs_f64());
+        }
+        if let Some(from) = log.asleep_from.take() {
+            log.history.stretch(from, now);
+            log.seq += 1;
+            self.save(&log);
+        }
+        if to == State::Asleep {
+            log.asleep_from = Some(now);
+            log.asleep_mark = Some(Instant::now());
+        }
+        for (gauge, s) in self.m.state.iter().zip(STATES) {
+            gauge.set(i64::from(s == to));
+        }
+        log.state = to;
+        log.since = now;
+    }
+
+    /// Brings the time-asleep counter up to date (at a scrape).
+    pub fn flush(&self) {
+        let mut log = self.lock();
+        if let Some(mark) = log.asleep_mark.replace(Instant::now()) {
+            self.m.asleep_seconds.inc_by(mark.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Records `event` and writes the history.
+    pub fn record(&self, event: Event) {
+        let mut log = self.lock();
+        log.history.push(event);
+        log.seq += 1;
+        self.save(&log);
+    }
+
+    /// Wake cycle started; `cause`: the request (or button) that asked for it.
+    pub fn wake_started(&self, cause: Option<&Cause>) {
+        let kind = match cause {
+            Some(c) if c.path().starts_with("/proxy/") => WakeCause::Manual,
+            _ => WakeCause::Work,
+        };
+        let mut e = Event::new("wake_requested");
+        e.cause = Some(kind.as_str().into());
+        if let Some(c) = cause {
+            e.method = Some(c.method.to_string());
+            e.path = Some(c.path().to_string());
+            e.client = Some(c.client.ip().to_string());
+            e.key = c.key.as_deref().map(String::from);
+        }
+        {
+            let mut log = self.lock();
+            log.cycle_cause = kind;
+            log.methods_failed = false;
+        }
+        self.record(e);
+    }
+
+    /// Every wake method of the running cycle failed.
+    pub fn methods_failed(&self) {
+        self.lock().methods_failed = true;
+    }
+
+    /// The cycle ended with Ollama awake after `took`; `held` requests go on.
+    pub fn awake(&self, took: Duration, held: usize) {
+        let cause = self.lock().cycle_cause;
+        self.m.cycles[cause as usize][0].inc();
+        self.m.wake_seconds.observe(took.as_secs_f64());
+        self.m.released.inc_by(held as u64);
+        let mut e = Event::new("awake");
+        e.took_s = Some((took.as_secs_f64() * 10.0).round() / 10.0);
+        e.detail = Some(format!("{held} held released"));
+        self.record(e);
+    }
+
+    /// The cycle reached WAKE_TIMEOUT; `held` requests get an error.
+    pub fn wake_timed_out(&self, held: usize) {
+        let (cause, failed) = {
+            let log = self.lock();
+            (log.cycle_cause, log.methods_failed)
+        };
+        self.m.cycles[cause as usize][if failed { 2 } else { 1 }].inc();
+        self.m.failed.inc_by(held as u64);
+        let mut e = Event::new("wake_failed");
+        e.detail = Some(
+            if failed {
+                "every wake method failed"
+            } else {
+                "no answer before WAKE_TIMEOUT"
+            }
+            .into(),
+        );
+        self.record(e);
+    }
+
+    /// A WAKE_INTERVAL wake went out alongside a request (`ok`: a method succeeded).
+    pub fn wake_interval(&self, cause: &Cause, ok: bool) {
+        self.m.cycles[WakeCause::WakeInterval as usize][if ok { 3 } else { 2 }].inc();
+        let mut e = Event::new("wake_sent");
+        e.cause = Some(WakeCause::WakeInterval.as_str().into());
+        e.method = Some(cause.method.to_string());
+        e.path = Some(cause.path().to_string());
+        e.client = Some(cause.client.ip().to_string());
+        self.record(e);
+    }
+
+    /// A failure talking to Ollama (atomics only: on the request path).
+    pub fn upstream_error(&self, kind: super::metrics::UpstreamError) {
+        if let Some(c) = self.m.upstream.get(kind as usize) {
+            c.inc();
+        }
+    }
+
+    /// A request found the queue of held requests full.
+    pub fn queue_full(&self) {
+        self.m.rejected.inc();
+        self.record(Event::new("queue_full"));
+    }
+
+    /// The sleep methods went out (`manual`: asked for by hand).
+    pub fn sleep_sent(&self, methods: &str, manual: bool) {
+        let mut e = Event::new("sleep_sent");
+        e.cause = manual.then(|| "manual".into());
+        e.detail = Some(methods.to_string());
+        self.record(e);
+    }
+
+    /// The sleep's confirmation ended: each method's outcome (`ok`), and whether it went silent.
+    pub fn sleep_ended(&self, methods: &[(&'static str, bool)], silent: bool) {
+        if let Some(f) = &self.families {
+            for (method, ok) in methods {
+                let outcome = match (ok, silent) {
+                    (false, _) => "error",
+                    (true, true) => "asleep",
+                    (true, false) => "ignored",
+                };
+                let labels = vec![
+                    ("backend", self.name.clone()),
+                    ("method", method.to_string()),
+                    ("outcome", outcome.to_string()),
+                ];
+                f.sleeps.get_or_create(&labels).inc();
+            }
+        }
+        self.record(Event::new(if silent { "asleep" } else { "sleep_ignored" }));
+    }
+
+    /// What the status page shows.
+    pub fn snapshot(&self) -> Snapshot {
+        let log = self.lock();
+        let now = unix_now();
+        let today = now - now % 86_400;
+        let h = &log.history;
+        Snapshot {
+            state: log.state,
+            since: log.since,
+            events: h.events.iter().cloned().collect(),
+            asleep_today_s: h.asleep_since(today, log.asleep_from, now),
+            asleep_week_s: h.asleep_since(now.saturating_sub(7 * 86_400), log.asleep_from, now),
+            wakes_today: h.wakes_since(today),
+        }
+    }
+
+    /// Writes the history in the background, the newest state winning.
+    fn save(&self, log: &Log) {
+        let Some(path) = self.file.clone() else {
+            return;
+        };
+        let (history, seq) = (log.history.clone(), log.seq);
+        let written = Arc::clone(&self.written);
+        let job = move || {
+            let mut last = written.lock().unwrap_or_else(|e| e.into_inner());
+            if *last >= seq {
+                return;
+            }
+            *last = seq;
+            if let Err(e) = events::write(&path, &history) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the event history");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(job)),
+            Err(_) => job(),
+        }
+    }
+}
