@@ -26,6 +26,7 @@ pub(crate) mod monitor;
 pub(crate) mod outbound;
 pub(crate) mod proxy;
 pub(crate) mod request;
+pub(crate) mod rfc3339;
 pub(crate) mod routed;
 pub(crate) mod routes;
 pub mod routing;

@@ -61,54 +61,7 @@ pub fn find(tags: &str, id: &str) -> Option<Value> {
 /// Unix seconds of an RFC 3339 timestamp such as `2024-06-01T10:11:12.123456789-07:00`; `None`
 /// for anything else (never a panic: the text comes from Ollama, or from the cache file).
 pub fn rfc3339_unix(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.get(4) != Some(&b'-')
-        || b.get(7) != Some(&b'-')
-        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| {
-        s.get(r)
-            .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))?
-            .parse::<i64>()
-            .ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = s.get(19..)?;
-    if let Some(frac) = rest.strip_prefix('.') {
-        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let (sign, hhmm) = match rest.split_at_checked(1)? {
-                ("+", hhmm) => (1, hhmm),
-                ("-", hhmm) => (-1, hhmm),
-                _ => return None,
-            };
-            if hhmm.len() != 5 || hhmm.get(2..3) != Some(":") {
-                return None;
-            }
-            let part = |r: std::ops::Range<usize>| {
-                hhmm.get(r)
-                    .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))?
-                    .parse::<i64>()
-                    .ok()
-            };
-            sign * (part(0..2)? * 3600 + part(3..5)? * 60)
-        }
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+    crate::rfc3339::unix(s)
 }
 
 #[cfg(test)]
