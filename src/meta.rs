@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
 use axum::response::IntoResponse;
-use bytes::Bytes;
 use futures_util::future::{Either, FutureExt};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -26,7 +24,7 @@ use crate::handler::{prepare, respond, send, unreachable_is_502, App};
 use crate::models;
 use crate::proxy::{Failure, Outgoing};
 use crate::request::ReqBody;
-use crate::routes::{Patience, Route};
+use crate::routes::Route;
 
 /// Largest answer kept in the cache.
 const CAPTURE_LIMIT: usize = 8 << 20;
@@ -274,20 +272,7 @@ pub(crate) async fn fetch_tags(
     cause: Cause,
     may_wake: bool,
 ) -> Result<Arc<Entry>, Failure> {
-    let mut headers = axum::http::HeaderMap::new();
-    let target = backend.target();
-    crate::headers::upstream_request(&mut headers, cause.client.ip(), target.host);
-    let path_and_query = PathAndQuery::from_static("/api/tags");
-    let mut out = Outgoing {
-        method: Method::GET,
-        target: target.uri(&path_and_query)?,
-        path_and_query,
-        headers,
-        body: ReqBody::Buffered(Bytes::new()),
-        cause,
-        patience: Patience::Simple,
-        budget: None,
-    };
+    let mut out = Outgoing::get("/api/tags", cause, backend.target())?;
     let (resp, lease) = send(app, backend, &mut out, may_wake).await?;
     let status = resp.status();
     let ct = resp.headers().get(header::CONTENT_TYPE).cloned();

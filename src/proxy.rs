@@ -104,6 +104,24 @@ impl Target<'_> {
 }
 
 impl Outgoing {
+    /// A `GET` of `path` the proxy makes itself on a client's behalf (`/api/tags` for
+    /// `/v1/models`, `/api/ps` of each machine), with no body.
+    pub fn get(path: &'static str, cause: Cause, target: Target<'_>) -> Result<Self, ProxyError> {
+        let mut headers = HeaderMap::new();
+        headers::upstream_request(&mut headers, cause.client.ip(), target.host);
+        let path_and_query = PathAndQuery::from_static(path);
+        Ok(Outgoing {
+            method: Method::GET,
+            target: target.uri(&path_and_query)?,
+            path_and_query,
+            headers,
+            body: ReqBody::Buffered(bytes::Bytes::new()),
+            cause,
+            patience: Patience::Simple,
+            budget: None,
+        })
+    }
+
     pub fn new(
         parts: axum::http::request::Parts,
         body: ReqBody,

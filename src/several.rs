@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::uri::PathAndQuery;
-use axum::http::{Method, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
 
@@ -19,8 +18,7 @@ use crate::error::ProxyError;
 use crate::handler::{send, App};
 use crate::meta::{self, Raced};
 use crate::proxy::Outgoing;
-use crate::request::ReqBody;
-use crate::routes::{Patience, Route};
+use crate::routes::Route;
 
 type Resp = Response<Body>;
 
@@ -123,20 +121,7 @@ async fn ps_in_time(app: &Arc<App>, backend: &Arc<Backend>, cause: Cause) -> Opt
 
 /// One machine's `/api/ps` body, if it answers 200 in time.
 async fn ps_of(app: &Arc<App>, backend: &Arc<Backend>, cause: Cause) -> Option<Bytes> {
-    let mut headers = axum::http::HeaderMap::new();
-    let target = backend.target();
-    crate::headers::upstream_request(&mut headers, cause.client.ip(), target.host);
-    let path_and_query = PathAndQuery::from_static("/api/ps");
-    let mut out = Outgoing {
-        method: Method::GET,
-        target: target.uri(&path_and_query).ok()?,
-        path_and_query,
-        headers,
-        body: ReqBody::Buffered(Bytes::new()),
-        cause,
-        patience: Patience::Simple,
-        budget: None,
-    };
+    let mut out = Outgoing::get("/api/ps", cause, backend.target()).ok()?;
     let (resp, lease) = send(app, backend, &mut out, false).await.ok()?;
     if resp.status() != StatusCode::OK {
         return None;
