@@ -6,10 +6,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Output;
-use std::time::Duration;
 
-use common::{bin, closed_url, output_text as text, Child, Fake};
+use common::{closed_url, output_text as text, run_bin as run, Child, Fake};
 
 /// Writes `toml` to `config.toml` in a new temp dir (kept alive by the returned guard).
 fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
@@ -17,22 +15,6 @@ fn config(toml: &str) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, toml).unwrap();
     (dir, path)
-}
-
-/// Runs `serve` with a clean environment plus `env`; it must exit within 30 s.
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(bin());
-    cmd.args(args)
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .expect("command hung")
-        .unwrap()
 }
 
 const TWO: &str = r#"

@@ -4,28 +4,11 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-use common::{bin, closed_url, output_text as text};
-
-/// Runs the binary with a clean environment plus `env`.
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(bin());
-    cmd.args(args)
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .expect("command hung")
-        .unwrap()
-}
+use common::{closed_url, output_text as text, run_bin as run};
 
 #[tokio::test]
 async fn sleep_sends_the_sleep_on_lan_packet_with_the_mac_reversed() {

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Output;
 use std::time::Duration;
 
 use axum::extract::Query;
@@ -14,23 +13,7 @@ use md5::{Digest, Md5};
 use serde_json::json;
 use tokio::net::{TcpListener, UdpSocket};
 
-use common::{bin, output_text as text, Fake, Proxy};
-
-/// Runs the binary with a clean environment plus `env`.
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(bin());
-    cmd.args(args)
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .expect("command hung")
-        .unwrap()
-}
+use common::{output_text as text, run_bin as run, Fake, Proxy};
 
 fn expected_packet(mac: [u8; 6], secureon: Option<[u8; 6]>) -> Vec<u8> {
     let mut p = vec![0xff; 6];

@@ -132,6 +132,22 @@ pub fn output_text(out: &std::process::Output) -> String {
     )
 }
 
+/// Runs the binary with a clean environment plus `env` (RUST_LOG=warn); it must exit within 30 s.
+pub async fn run_bin(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(args)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("command hung")
+        .unwrap()
+}
+
 /// Path of the built binary.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ollama-proxy")
