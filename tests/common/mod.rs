@@ -132,6 +132,26 @@ pub fn output_text(out: &std::process::Output) -> String {
     )
 }
 
+/// Waits (bounded by `limit`) until `pred` holds, checking it each time `changed` is notified.
+pub async fn wait_until(
+    changed: &tokio::sync::Notify,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let notified = changed.notified();
+        if pred() {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            assert!(pred(), "timed out after {limit:?} waiting for {what}");
+            return;
+        }
+    }
+}
+
 /// Runs the binary with a clean environment plus `env` (RUST_LOG=warn); it must exit within 30 s.
 pub async fn run_bin(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(bin());

@@ -49,17 +49,7 @@ pub struct Power {
 impl Power {
     /// Waits (bounded) until `pred` holds.
     pub async fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&Power) -> bool) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.changed.notified();
-            if pred(self) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                assert!(pred(self), "timed out after {limit:?} waiting for {what}");
-                return;
-            }
-        }
+        super::wait_until(&self.changed, what, limit, || pred(self)).await;
     }
 
     pub fn count(&self, c: &AtomicUsize) -> usize {
