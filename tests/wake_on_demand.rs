@@ -191,6 +191,42 @@ async fn a_client_that_leaves_while_held_is_never_forwarded() {
     proxy.stop().await;
 }
 
+/// Open WebUI gives up on a model list after 10 s: on a cold cache the wake goes on without the
+/// client that started it, and the next list is answered by the awake host and kept.
+#[tokio::test]
+async fn a_model_list_given_up_on_a_cold_cache_still_wakes_the_host() {
+    let mut host = SleepingHost::gated(Duration::ZERO).await;
+    let proxy = proxy_for(&host, &[]).await;
+    let short = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(short.get(proxy.url("/api/tags")).send().await.is_err());
+    proxy.wait_held(0, Duration::from_secs(5)).await;
+    host.open_gate();
+    host.awake(Duration::from_secs(10)).await;
+    common::wait_health(
+        &proxy.url("/health"),
+        "backend=awake",
+        Duration::from_secs(10),
+        |h| h["backend"] == "awake",
+    )
+    .await;
+    assert_eq!(proxy.health().await["wakes"], 1);
+    assert_eq!(
+        host.log().count("/api/tags"),
+        0,
+        "the abandoned list was sent"
+    );
+    let tags = get_json(proxy.url("/api/tags")).await;
+    assert_eq!(tags["models"][0]["name"], "llama3.2:latest");
+    let cached = client().get(proxy.url("/v1/models")).send().await.unwrap();
+    assert_eq!(cached.headers()["x-ollama-proxy-cache"], "fresh");
+    assert_eq!(proxy.health().await["wakes"], 1);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn cached_metadata_never_wakes_but_an_empty_cache_does() {
     // Fill a cache file from an awake Ollama.

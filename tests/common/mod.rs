@@ -79,15 +79,28 @@ impl Drop for Proxy {
 
 /// Waits (bounded) until the /health at `url` reports `held` requests.
 pub async fn wait_held(url: &str, held: u64, limit: Duration) {
+    wait_health(url, &format!("held={held}"), limit, |h| {
+        h["held"].as_u64() == Some(held)
+    })
+    .await;
+}
+
+/// Waits (bounded) until the /health at `url` satisfies `pred`.
+pub async fn wait_health(
+    url: &str,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let h = get_json(url.to_string()).await;
-        if h["held"].as_u64() == Some(held) {
+        if pred(&h) {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "never reached held={held}: {h}"
+            "never reached {what}: {h}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
