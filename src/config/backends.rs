@@ -132,11 +132,29 @@ fn from_file(
             let reason = format!("{:?}: another backend has this name", b.name);
             return Err(file.error_at(&raw.name.span(), &key, reason).into());
         }
+        if let Some(o) = backends
+            .iter()
+            .find(|o| same_ollama(&o.ollama.upstream, &b.ollama.upstream))
+        {
+            let key = format!("backend[{i}].url");
+            let reason = format!(
+                "{:?}: backend {:?} has the same Ollama (one machine would be woken, cached and \
+                 counted twice)",
+                raw.url.get_ref(),
+                o.name
+            );
+            return Err(file.error_at(&raw.url.span(), &key, reason).into());
+        }
         backends.push(b);
     }
     // Stable: equal priorities keep the file's order.
     backends.sort_by_key(|b| b.priority);
     Ok(backends)
+}
+
+/// Two URLs naming the same Ollama (host names compare without regard to case).
+fn same_ollama(a: &super::Upstream, b: &super::Upstream) -> bool {
+    a.host.eq_ignore_ascii_case(&b.host) && a.port == b.port && a.prefix == b.prefix
 }
 
 /// One source of truth: with backends in the file, the flags and variables that describe the one

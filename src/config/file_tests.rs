@@ -170,6 +170,16 @@ fn errors_name_the_file_line_column_and_key() {
         ),
         (format!("{desktop}{desktop}"), ":5:8:", "backend[1].name"),
         (
+            format!(
+                "{desktop}{}",
+                desktop
+                    .replace("name = \"desktop\"", "name = \"again\"")
+                    .replace("11434\"", "11434/\"")
+            ),
+            ":6:7:",
+            "backend[1].url",
+        ),
+        (
             desktop.replace("desktop", "Desk top"),
             ":2:8:",
             "backend[0].name",
