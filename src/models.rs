@@ -35,25 +35,19 @@ pub fn list(tags: &str) -> Option<Value> {
     Some(json!({"object": "list", "data": data}))
 }
 
-/// The model `id` (with or without `:latest`) from a tags body; `None` when absent.
+/// The model `id` from a tags body, its name compared as Ollama compares names (with or without
+/// `:latest`, host and namespace, in any case); `None` when absent.
 pub fn find(tags: &str, id: &str) -> Option<Value> {
     let v: Value = serde_json::from_str(tags).ok()?;
-    let with_tag = if id.contains(':') {
-        id.to_string()
-    } else {
-        format!("{id}:latest")
-    };
     v.get("models")?
         .as_array()?
         .iter()
         .find(|m| {
             // The same name the list shows: `name`, or `model` when there is no name.
-            let n = m
-                .get("name")
+            m.get("name")
                 .or_else(|| m.get("model"))
                 .and_then(Value::as_str)
-                .unwrap_or_default();
-            n == id || n == with_tag
+                .is_some_and(|n| !n.is_empty() && crate::routing::same_model(n, id))
         })
         .and_then(model_object)
 }
@@ -160,6 +154,11 @@ mod tests {
         assert_eq!(find(TAGS, "llama3.2").unwrap()["id"], "llama3.2:latest");
         assert_eq!(find(TAGS, "jmorgan/coder:7b").unwrap()["created"], 10);
         assert!(find(TAGS, "nope").is_none());
+        // As Ollama compares names: case, and the default host and namespace.
+        assert_eq!(find(TAGS, "LLama3.2").unwrap()["id"], "llama3.2:latest");
+        let full = "registry.ollama.ai/library/llama3.2:latest";
+        assert_eq!(find(TAGS, full).unwrap()["id"], "llama3.2:latest");
+        assert!(find(TAGS, "llama3.2:1b").is_none());
         let only_model = r#"{"models":[{"model":"onlymodel:7b"}]}"#;
         assert_eq!(list(only_model).unwrap()["data"][0]["id"], "onlymodel:7b");
         assert_eq!(
