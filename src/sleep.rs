@@ -145,7 +145,7 @@ async fn run(argv: &[String]) -> Result<String, String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("the command is empty".into());
     };
-    let child = tokio::process::Command::new(program)
+    let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -156,9 +156,12 @@ async fn run(argv: &[String]) -> Result<String, String> {
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     let group = child.id().and_then(|id| libc::pid_t::try_from(id).ok());
-    let out = match tokio::time::timeout(COMMAND_LIMIT, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(format!("{program}: {e}")),
+    // Output is read as it comes (a full pipe would block the command) but only its start is kept.
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let finished = async { tokio::join!(head_of(stdout), head_of(stderr), child.wait()) };
+    let (stdout, stderr, status) = match tokio::time::timeout(COMMAND_LIMIT, finished).await {
+        Ok((out, err, Ok(status))) => (out, err, status),
+        Ok((_, _, Err(e))) => return Err(format!("{program}: {e}")),
         Err(_) => {
             if let Some(group) = group {
                 // SAFETY: killpg only sends a signal; `group` is the group this child leads.
@@ -170,19 +173,33 @@ async fn run(argv: &[String]) -> Result<String, String> {
             ));
         }
     };
-    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+    for (stream, bytes) in [("stdout", &stdout), ("stderr", &stderr)] {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim();
         if !text.is_empty() {
-            let shown: String = text.chars().take(OUTPUT_LIMIT).collect();
-            tracing::info!(program = %program, stream, output = %shown, "sleep command output");
+            tracing::info!(program = %program, stream, output = %text, "sleep command output");
         }
     }
-    match out.status.code() {
+    match status.code() {
         Some(0) => Ok(format!("{program} exited 0")),
         Some(code) => Err(format!("{program} exited {code}")),
         None => Err(format!("{program} was killed by a signal")),
     }
+}
+
+/// The first [`OUTPUT_LIMIT`] bytes of a child's output; the rest is read and dropped.
+async fn head_of(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return kept;
+    };
+    let mut buf = [0u8; 8192];
+    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+        let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+        kept.extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -202,5 +219,16 @@ mod tests {
             missing.contains("cannot run /nonexistent/sleep-helper"),
             "{missing}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_chatty_command_keeps_only_the_start_of_its_output() {
+        let chatty = "head -c 67108864 /dev/zero; echo end >&2";
+        let ok = run(&["sh".into(), "-c".into(), chatty.into()]).await;
+        assert_eq!(ok, Ok("sh exited 0".into()));
+        let big = vec![b'x'; 1 << 20];
+        assert_eq!(head_of(Some(&big[..])).await.len(), OUTPUT_LIMIT);
+        assert_eq!(head_of(Some(&b"short"[..])).await, b"short");
+        assert!(head_of(None::<&[u8]>).await.is_empty());
     }
 }
