@@ -112,13 +112,18 @@ impl Watch {
         }
     }
 
-    /// At shutdown: the ledger brought up to date and the history written now (a background
-    /// write still pending is skipped, so an older copy never replaces this one).
+    /// At shutdown: the ledger brought up to date and the history written now if it changed
+    /// since the last write (a background write still pending is skipped, so an older copy never
+    /// replaces this one).
     pub fn close(&self) {
         let mut log = self.lock();
+        let asleep = log.asleep_counted.is_some();
         count_asleep(&mut log, unix_now());
         let Some(path) = &self.file else { return };
         let mut last = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if !asleep && *last >= log.seq {
+            return;
+        }
         *last = u64::MAX;
         if let Err(e) = events::write(path, &log.history) {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the event history");
