@@ -54,16 +54,17 @@ pub async fn handle(
         Route::Tags | Route::Version | Route::Show | Route::V1Models | Route::V1Model(_)
     );
     let work = matches!(route, Route::Work).then(std::time::Instant::now);
-    let resp = dispatch(&app, route, req, client).await;
-    // Atomics only (see "Monitoring" in docs/behaviour.md).
-    app.monitor.request(class, resp.status().as_u16());
-    if let Some(start) = work {
-        app.monitor.ttfb.observe(start.elapsed());
-    }
-    if metadata {
+    let (resp, by) = crate::monitor::requests::scope(dispatch(&app, route, req, client)).await;
+    // Atomics only, on the handles of the machine that answered (see "Monitoring").
+    let counters = by
+        .as_ref()
+        .map_or(&app.monitor.proxy, |b| &b.driver.watch.m.requests);
+    let cache = metadata.then(|| {
         let label = resp.headers().get("x-ollama-proxy-cache");
-        app.monitor.cache_answer(label.map(|v| v.as_bytes()));
-    }
+        label.map(|v| v.as_bytes())
+    });
+    let took = work.map(|start| start.elapsed());
+    counters.count(class, resp.status().as_u16(), took, cache);
     resp
 }
 
@@ -155,6 +156,7 @@ pub(crate) fn cause_of(
         client,
         key: caller.and_then(|c| c.key.clone()),
         may_wake: rights && extensions.get::<routed::NoWake>().is_none(),
+        body: None,
     }
 }
 
@@ -220,7 +222,12 @@ pub(crate) fn finish(
     permit: Option<BudgetPermit>,
     client: SocketAddr,
 ) -> Result<Outgoing, ProxyError> {
-    let cause = cause_of(&parts.method, &parts.uri, &parts.extensions, client);
+    let mut cause = cause_of(&parts.method, &parts.uri, &parts.extensions, client);
+    // Kept for the model a wake's event names (see "Monitoring").
+    if let ReqBody::Buffered(bytes) = &body {
+        let names_model = crate::routing::model_keys(parts.method.as_str(), parts.uri.path());
+        cause.body = names_model.map(|_| bytes.clone());
+    }
     let patience = routes::patience(parts.uri.path());
     let mut out = Outgoing::new(parts, body, cause, backend.target(), patience)?;
     out.budget = permit;

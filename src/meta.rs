@@ -48,6 +48,7 @@ pub(crate) async fn always(
         )
             .into_response(),
     };
+    crate::monitor::answered_by(backend);
     if backend.driver.state().holds() {
         return synthesized();
     }
@@ -89,6 +90,7 @@ pub(crate) async fn meta(
     client: SocketAddr,
     route: Route,
 ) -> Result<Resp, ProxyError> {
+    crate::monitor::answered_by(backend);
     if let Some(resp) = cached_at_once(app, backend, &req, &route) {
         return Ok(resp);
     }

@@ -83,6 +83,7 @@ pub(crate) async fn work(app: &App, req: Request, client: SocketAddr) -> Result<
         mut backend,
         model,
     } = by_model(app, req, client).await?;
+    crate::monitor::answered_by(&backend);
     // Counted from here to the end of its answer (streams included): work keeps the machine from
     // being put to sleep, and a request counted before a sleep begins cancels it (see "Sleep").
     let mut in_flight = backend.begin();
@@ -103,6 +104,7 @@ pub(crate) async fn work(app: &App, req: Request, client: SocketAddr) -> Result<
             tracing::info!(from = %backend.name, to = %next.name, error = %why, "machine unreachable; another one that has the model serves the request");
             out.retarget(next.target())?;
             backend = next;
+            crate::monitor::answered_by(&backend);
             in_flight = backend.begin();
         }
         sent = send(app, &backend, &mut out, true).await;

@@ -99,6 +99,9 @@ pub async fn run(
     )
     .await;
     wind_down(&app.backends, tracker).await;
+    for b in app.backends.all() {
+        b.driver.watch.close();
+    }
     persist_stop.cancel();
     for task in persist {
         let _ = task.await;

@@ -1,58 +1,22 @@
 //! Monitoring (see "Monitoring" in docs/behaviour.md): `/metrics` parsed with a real Prometheus
-//! parser moves by exactly the expected amounts; `/proxy/status` lists the wake with its cause and
-//! keeps it across a restart; the buttons need ADMIN_TOKEN and a wake starts exactly one cycle.
+//! parser moves by exactly the expected amounts, per machine; `/proxy/status` lists the wake with
+//! its cause and model and keeps the day's figures across a restart; the Grafana dashboard fits
+//! the metrics. The buttons are tested in buttons.rs.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use common::py::{moved, scrape, total};
 use common::sleeping::SleepingHost;
-use common::{client, get_json, post_json, Proxy};
+use common::{client, get_json, post_json, Child, Proxy};
 
 fn chat() -> Value {
     json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]})
-}
-
-/// Every sample of a scrape, parsed by prometheus_client (tests/py/metrics.py).
-async fn scrape(py: &PathBuf, proxy: &Proxy) -> HashMap<String, f64> {
-    let resp = client().get(proxy.url("/metrics")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
-    let text = resp.text().await.unwrap();
-    for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
-        let name = line.split_whitespace().nth(2).unwrap();
-        assert!(name.starts_with("ollama_proxy_"), "{line}");
-        assert!(
-            text.contains(&format!("# HELP {name} ")),
-            "no HELP for {name}"
-        );
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/metrics.py");
-    let mut child = tokio::process::Command::new(py)
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncWriteExt;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(text.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(out.status.success(), "the parser refused:\n{text}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn moved(before: &HashMap<String, f64>, after: &HashMap<String, f64>, key: &str) -> f64 {
-    let a = after.get(key).unwrap_or_else(|| panic!("no sample {key}"));
-    a - before.get(key).copied().unwrap_or(0.0)
 }
 
 const WORK_AWAKE: &str = "ollama_proxy_wake_cycles_total{backend=default,cause=work,outcome=awake}";
@@ -67,13 +31,13 @@ async fn metrics_move_by_exactly_the_expected_amounts() {
     let mut argv = host.wake_args();
     argv.extend(["--max-queue".into(), "1".into()]);
     let proxy = Proxy::start(&common::strs(&argv)).await;
-    let s0 = scrape(&py, &proxy).await;
+    let s0 = scrape(&py, proxy.url("/metrics")).await;
     let url = proxy.url("/api/chat");
     let held = tokio::spawn(async move { post_json(url, &chat()).await.status().as_u16() });
     proxy.wait_held(1, Duration::from_secs(10)).await;
     let refused = post_json(proxy.url("/api/chat"), &chat()).await;
     assert_eq!(refused.status(), 503);
-    let s1 = scrape(&py, &proxy).await;
+    let s1 = scrape(&py, proxy.url("/metrics")).await;
     assert_eq!(s1["ollama_proxy_held_requests{backend=default}"], 1.0);
     assert_eq!(
         moved(
@@ -95,7 +59,7 @@ async fn metrics_move_by_exactly_the_expected_amounts() {
         let r = client().get(proxy.url("/api/tags")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
-    let s2 = scrape(&py, &proxy).await;
+    let s2 = scrape(&py, proxy.url("/metrics")).await;
     assert_eq!(moved(&s0, &s2, WORK_AWAKE), 1.0);
     assert_eq!(
         moved(
@@ -119,18 +83,10 @@ async fn metrics_move_by_exactly_the_expected_amounts() {
         1.0
     );
     assert_eq!(
-        moved(&s0, &s2, "ollama_proxy_cache_answers_total{result=miss}"),
-        1.0
-    );
-    assert_eq!(
-        moved(&s0, &s2, "ollama_proxy_cache_answers_total{result=fresh}"),
-        1.0
-    );
-    assert_eq!(
         moved(
             &s0,
             &s2,
-            "ollama_proxy_requests_total{route=work,status=2xx}"
+            "ollama_proxy_cache_answers_total{backend=default,result=miss}"
         ),
         1.0
     );
@@ -138,7 +94,7 @@ async fn metrics_move_by_exactly_the_expected_amounts() {
         moved(
             &s0,
             &s2,
-            "ollama_proxy_requests_total{route=work,status=5xx}"
+            "ollama_proxy_cache_answers_total{backend=default,result=fresh}"
         ),
         1.0
     );
@@ -146,11 +102,27 @@ async fn metrics_move_by_exactly_the_expected_amounts() {
         moved(
             &s0,
             &s2,
-            "ollama_proxy_requests_total{route=tags,status=2xx}"
+            "ollama_proxy_requests_total{backend=default,route=work,status=2xx}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            &s0,
+            &s2,
+            "ollama_proxy_requests_total{backend=default,route=work,status=5xx}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            &s0,
+            &s2,
+            "ollama_proxy_requests_total{backend=default,route=tags,status=2xx}"
         ),
         2.0
     );
-    let ttfb = "ollama_proxy_time_to_first_byte_seconds_count{}";
+    let ttfb = "ollama_proxy_time_to_first_byte_seconds_count{backend=default}";
     assert_eq!(moved(&s0, &s2, ttfb), 2.0);
     assert!(s2["ollama_proxy_process_resident_memory_bytes{}"] > 1e6);
     assert!(s2["ollama_proxy_process_open_fds{}"] >= 3.0);
@@ -159,7 +131,7 @@ async fn metrics_move_by_exactly_the_expected_amounts() {
         moved(
             &s0,
             &s2,
-            "ollama_proxy_requests_total{route=proxy,status=2xx}"
+            "ollama_proxy_requests_total{backend=*,route=proxy,status=2xx}"
         ),
         2.0
     );
@@ -168,20 +140,23 @@ async fn metrics_move_by_exactly_the_expected_amounts() {
 }
 
 #[tokio::test]
-async fn status_lists_the_wake_with_its_cause_and_keeps_it_across_a_restart() {
-    common::logs();
+async fn status_lists_the_wake_with_its_cause_and_model_and_keeps_the_day_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache.json");
     let host = SleepingHost::new(Duration::from_millis(50)).await;
     let mut argv = host.wake_args();
     argv.extend(["--cache-file".into(), cache.display().to_string()]);
-    let proxy = Proxy::start(&common::strs(&argv)).await;
+    let mut proxy = Child::start(&common::strs(&argv), &[]).await;
+    let started = now();
     let resp = post_json(proxy.url("/api/chat"), &chat()).await;
     assert_eq!(resp.status(), 200);
     let status = get_json(proxy.url("/proxy/status")).await;
     let b = &status["backends"][0];
     assert_eq!(b["name"], "default");
     assert_eq!(b["state"], "awake");
+    if now() / 86_400 == started / 86_400 {
+        assert_eq!(b["wakes_today"], 1, "{b}");
+    }
     let events = b["events"].as_array().unwrap();
     assert_eq!(events[0]["kind"], "awake", "{events:?}");
     let wake = events
@@ -191,154 +166,219 @@ async fn status_lists_the_wake_with_its_cause_and_keeps_it_across_a_restart() {
     assert_eq!(wake["cause"], "work");
     assert_eq!(wake["method"], "POST");
     assert_eq!(wake["path"], "/api/chat");
+    assert_eq!(wake["model"], "llama3.2");
     assert_eq!(wake["client"], "127.0.0.1");
+    proxy
+        .wait_log("waking Ollama", Duration::from_secs(10))
+        .await;
+    let log = proxy.stderr.lock().unwrap().clone();
+    assert!(log.contains("model=llama3.2"), "{log}");
     let page = client().get(proxy.url("/proxy/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("http-equiv=\"refresh\"") && html.contains("id=\"backend-default\""));
     assert!(!html.contains("<form"), "buttons shown without ADMIN_TOKEN");
-    proxy.stop().await;
+    let table = html.split("id=\"events\"").nth(1).unwrap();
+    assert!(
+        table.contains("POST /api/chat, model llama3.2, from 127.0.0.1"),
+        "{table}"
+    );
+    assert!(proxy.terminate().await.success());
     assert_eq!(
         host.log().count("/proxy/status") + host.log().count("/proxy/"),
         0
     );
-    // A restart reads the history kept beside the cache file.
-    assert!(dir.path().join("cache.events.json").exists());
-    let again = Proxy::start(&common::strs(&argv)).await;
+    // The file beside the cache file keeps the events and the day's ledger. With the events
+    // dropped from it, the restarted proxy still counts today's wake: from the ledger.
+    let file = dir.path().join("cache.events.json");
+    let mut kept: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(kept["ledger"][0]["wakes"], 1, "{kept}");
+    assert!(kept["events"].as_array().unwrap().len() >= 2, "{kept}");
+    kept["events"] = json!([]);
+    std::fs::write(&file, kept.to_string()).unwrap();
+    let again = Child::start(&common::strs(&argv), &[]).await;
     let status = get_json(again.url("/proxy/status")).await;
-    let kinds: Vec<_> = status["backends"][0]["events"]
-        .as_array()
+    if now() / 86_400 == started / 86_400 {
+        assert_eq!(status["backends"][0]["wakes_today"], 1, "{status}");
+    }
+    assert_eq!(status["backends"][0]["events"], json!([]), "{status}");
+    // A file from before the ledger and the model loads: its wake events make the ledger.
+    drop(again);
+    let written = now();
+    let old = json!({"events": [
+        {"at": written, "kind": "wake_requested", "cause": "work", "method": "POST", "path": "/api/chat", "client": "10.0.0.2"},
+        {"at": written, "kind": "wake_requested", "cause": "manual"}
+    ], "asleep": [[written - 60, written]]});
+    std::fs::write(&file, old.to_string()).unwrap();
+    let third = Child::start(&common::strs(&argv), &[]).await;
+    let status = get_json(third.url("/proxy/status")).await;
+    let b = &status["backends"][0];
+    assert_eq!(b["events"].as_array().unwrap().len(), 2, "{status}");
+    // (Unless midnight UTC passed in between, which starts a new day.)
+    if now() / 86_400 == (written - 60) / 86_400 {
+        assert_eq!(b["wakes_today"], 2, "{status}");
+        assert_eq!(b["asleep_today_s"], 60, "{status}");
+    }
+}
+
+/// Unix seconds now.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .iter()
-        .map(|e| e["kind"].clone())
-        .collect();
-    assert!(kinds.contains(&json!("wake_requested")), "{kinds:?}");
-    again.stop().await;
+        .as_secs()
+}
+
+/// Two machines: `a` (wakes by magic packet, preferred) with `llama3.2`, and `b` (always on)
+/// with `llama3.2` and `qwen`.
+fn two_machines(a: &common::Fake, b: &common::Fake, wol_port: u16) -> String {
+    *a.state.models.lock().unwrap() = vec!["llama3.2:latest".into()];
+    *b.state.models.lock().unwrap() = vec!["llama3.2:latest".into(), "qwen:latest".into()];
+    format!(
+        "[[backend]]\nname = \"a\"\nurl = \"{}\"\nmac = \"{}\"\nbroadcast = \"127.0.0.1\"\n\
+         wol_port = {wol_port}\npriority = 1\nwake_timeout = \"2s\"\n\n\
+         [[backend]]\nname = \"b\"\nurl = \"{}\"\nalways_on = true\npriority = 2\n",
+        a.url(),
+        common::TEST_MAC,
+        b.url()
+    )
+}
+
+fn chat_with(model: &str) -> Value {
+    json!({"model": model, "stream": false, "messages": [{"role": "user", "content": "hi"}]})
 }
 
 #[tokio::test]
-async fn buttons_need_the_admin_token_and_a_wake_starts_one_cycle() {
-    common::logs();
-    let host = SleepingHost::gated(Duration::from_millis(50)).await;
-    let plain = Proxy::start(&common::strs(&host.wake_args())).await;
-    let r = client()
-        .post(plain.url("/proxy/backends/default/wake"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    assert_eq!(plain.health().await["wakes"], 0);
-    plain.stop().await;
-
-    let mut argv = host.wake_args();
-    argv.extend(["--admin-token".into(), "s3cret-admin-token".into()]);
-    let proxy = Proxy::start(&common::strs(&argv)).await;
-    let html = client()
-        .get(proxy.url("/proxy/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    // No sleep method configured: only the wake button.
-    assert!(html.contains("Wake now") && !html.contains("Sleep now"));
-    let wake = proxy.url("/proxy/backends/default/wake");
-    let wrong = client()
-        .post(&wake)
-        .bearer_auth("nope-nope")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 403);
-    let unknown = client()
-        .post(proxy.url("/proxy/backends/nope/wake"))
-        .bearer_auth("s3cret-admin-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
-    for _ in 0..3 {
-        let r = client()
-            .post(&wake)
-            .bearer_auth("s3cret-admin-token")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+async fn request_metrics_are_per_machine_and_merged_answers_count_once_under_star() {
+    let Some(py) = common::py::python() else {
+        return;
+    };
+    let (a, b) = (common::Fake::bind().await, common::Fake::bind().await);
+    let (_catcher, wol) = common::magic_catcher().await;
+    let port: u16 = wol[5].parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, two_machines(&a, &b, port)).unwrap();
+    let cfg = cfg.display().to_string();
+    let proxy = Child::start(&["--config", &cfg], &[]).await;
+    let s0 = scrape(&py, proxy.url("/metrics")).await;
+    // Merged model lists (both asked, then a fresh merge): `*`, once per answer.
+    for _ in 0..2 {
+        let r = client().get(proxy.url("/api/tags")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
     }
-    host.open_gate();
-    let health = proxy.health().await;
-    assert_eq!(health["wakes"], 1, "{health}");
-    let status = get_json(proxy.url("/proxy/status")).await;
-    let events = status["backends"][0]["events"].as_array().unwrap().clone();
-    let wakes: Vec<_> = events
-        .iter()
-        .filter(|e| e["kind"] == "wake_requested")
-        .collect();
-    assert_eq!(wakes.len(), 1, "{events:?}");
-    assert_eq!(wakes[0]["cause"], "manual");
-    proxy.stop().await;
-}
-
-#[tokio::test]
-async fn with_api_keys_a_read_key_opens_the_pages_and_the_buttons_take_only_the_admin_token() {
-    common::logs();
-    let host = SleepingHost::gated(Duration::from_millis(50)).await;
-    let mut argv = host.wake_args();
-    argv.extend([
-        "--api-keys".into(),
-        "viewer:viewer-key-0123456:read".into(),
-        "--admin-token".into(),
-        "admin-token-0123".into(),
-    ]);
-    let proxy = Proxy::start(&common::strs(&argv)).await;
-    for path in ["/metrics", "/proxy/status", "/proxy/"] {
-        let none = client().get(proxy.url(path)).send().await.unwrap();
-        assert_eq!(none.status(), 401, "{path}");
-        let read = client()
-            .get(proxy.url(path))
-            .bearer_auth("viewer-key-0123456")
-            .send()
+    assert_eq!(
+        post_json(proxy.url("/api/chat"), &chat_with("llama3.2"))
             .await
-            .unwrap();
-        assert_eq!(read.status(), 200, "{path}");
-    }
-    let wake = proxy.url("/proxy/backends/default/wake");
-    let r = client()
-        .post(&wake)
-        .bearer_auth("viewer-key-0123456")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    // The page's form: the token once, then a cookie (a digest, not the token).
-    let no_redirect = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap();
-    let r = no_redirect
-        .post(&wake)
-        .form(&[("token", "admin-token-0123")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(
-        cookie.contains("HttpOnly") && !cookie.contains("admin-token-0123"),
-        "{cookie}"
+            .status(),
+        200
     );
-    let pair = cookie.split(';').next().unwrap().to_string();
-    let r = client()
-        .post(&wake)
-        .header("cookie", &pair)
+    assert_eq!(
+        post_json(proxy.url("/api/chat"), &chat_with("qwen"))
+            .await
+            .status(),
+        200
+    );
+    let ps = client().get(proxy.url("/api/ps")).send().await.unwrap();
+    assert_eq!(ps.status(), 200);
+    let show = post_json(proxy.url("/api/show"), &json!({"model": "llama3.2"})).await;
+    assert_eq!(show.status(), 200);
+    let trace = client()
+        .request(reqwest::Method::TRACE, proxy.url("/"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
-    assert_eq!(proxy.health().await["wakes"], 1);
-    host.open_gate();
+    assert_eq!(trace.status(), 405);
+    // `a` stops answering while believed awake: `b`, which has the model too, answers instead,
+    // and the request counts for `b`.
+    a.kill().await;
+    assert_eq!(
+        post_json(proxy.url("/api/chat"), &chat_with("llama3.2"))
+            .await
+            .status(),
+        200
+    );
+    let s1 = scrape(&py, proxy.url("/metrics")).await;
+    let req = |backend: &str, route: &str, status: &str| {
+        let key = format!(
+            "ollama_proxy_requests_total{{backend={backend},route={route},status={status}}}"
+        );
+        moved(&s0, &s1, &key)
+    };
+    let cache = |backend: &str, result: &str| {
+        let key = format!("ollama_proxy_cache_answers_total{{backend={backend},result={result}}}");
+        moved(&s0, &s1, &key)
+    };
+    let ttfb = |backend: &str| {
+        let key = format!("ollama_proxy_time_to_first_byte_seconds_count{{backend={backend}}}");
+        moved(&s0, &s1, &key)
+    };
+    assert_eq!(req("*", "tags", "2xx"), 2.0);
+    assert_eq!(
+        (req("a", "tags", "2xx"), req("b", "tags", "2xx")),
+        (0.0, 0.0)
+    );
+    assert_eq!(cache("*", "fresh"), 2.0);
+    assert_eq!((cache("a", "fresh"), cache("b", "fresh")), (0.0, 0.0));
+    assert_eq!(req("*", "ps", "2xx"), 1.0);
+    assert_eq!(req("a", "work", "2xx"), 1.0);
+    assert_eq!(req("b", "work", "2xx"), 2.0);
+    assert_eq!(req("*", "work", "2xx"), 0.0);
+    assert_eq!((ttfb("a"), ttfb("b"), ttfb("*")), (1.0, 2.0, 0.0));
+    assert_eq!(req("a", "show", "2xx"), 1.0);
+    assert_eq!(cache("a", "miss"), 1.0);
+    assert_eq!(req("*", "not_allowed", "4xx"), 1.0);
+    assert_eq!(req("*", "proxy", "2xx"), 1.0);
+    let upstream = "ollama_proxy_upstream_errors_total{backend=a,kind=connect}";
+    assert_eq!(moved(&s0, &s1, upstream), 1.0);
+    // Every request counted exactly once: summed over all labels, the nine requests.
+    let requests = "ollama_proxy_requests_total";
+    assert_eq!(total(&s1, requests) - total(&s0, requests), 9.0);
+}
+
+/// The Grafana dashboard in contrib/ names only metrics a scrape has, and selects every metric
+/// that carries `backend` by it.
+#[tokio::test]
+async fn the_grafana_dashboard_uses_the_metrics_and_their_backend_label() {
+    let Some(py) = common::py::python() else {
+        return;
+    };
+    let fake = common::Fake::bind().await;
+    let proxy = Proxy::start(&["--ollama-url", &fake.url()]).await;
+    let samples = scrape(&py, proxy.url("/metrics")).await;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/grafana-dashboard.json"
+    );
+    let dashboard: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(!exprs.is_empty());
+    for expr in &exprs {
+        let names = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("ollama_proxy_"));
+        for name in names {
+            let with_labels: Vec<_> = samples
+                .keys()
+                .filter(|k| k.starts_with(&format!("{name}{{")))
+                .collect();
+            assert!(
+                !with_labels.is_empty(),
+                "{name} (in {expr}) is not in a scrape"
+            );
+            if with_labels.iter().all(|k| k.contains("backend=")) {
+                let selector = format!("{name}{{backend=~\"$backend");
+                assert!(
+                    expr.contains(&selector),
+                    "{expr} does not select {name} by backend"
+                );
+            }
+        }
+    }
     proxy.stop().await;
 }

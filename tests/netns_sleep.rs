@@ -70,6 +70,18 @@ async fn wait_state(proxy: &Child, state: &str, limit: Duration) -> Value {
     }
 }
 
+/// Waits (bounded) until the sleep command wrote `record`, then does what it would do on a real
+/// desktop (the host goes silent) and waits until the proxy finds it asleep.
+async fn after_the_command(host: &Host, proxy: &Child, record: &std::path::Path) {
+    let deadline = Instant::now() + LIMIT;
+    while !record.exists() {
+        assert!(Instant::now() < deadline, "the command never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    host.sleep();
+    wait_state(proxy, "asleep", LIMIT).await;
+}
+
 fn slept_at(host: &Host) -> Instant {
     host.power.slept_at.lock().unwrap().unwrap()
 }
@@ -352,14 +364,7 @@ async fn a_sleep_command_runs_without_a_shell_with_its_arguments_split() {
     );
     let proxy = proxy(&host, &["--sleep-command", &command]).await;
     assert_eq!(chat(&proxy, "work").await.status(), 200);
-    let deadline = Instant::now() + LIMIT;
-    while !record.exists() {
-        assert!(Instant::now() < deadline, "the command never ran");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // What the command would do on a real desktop.
-    host.sleep();
-    wait_state(&proxy, "asleep", LIMIT).await;
+    after_the_command(&host, &proxy, &record).await;
     let args = std::fs::read_to_string(&record).unwrap();
     assert_eq!(
         args.lines().collect::<Vec<_>>(),
@@ -407,4 +412,67 @@ async fn the_sleep_command_line_waits_until_the_host_is_silent() {
     assert!(text.contains("silent after"), "{text}");
     assert_eq!(count(&host.power.sleeps), 1);
     assert!(host.asleep.load(Ordering::SeqCst));
+}
+
+/// The status page's "Sleep now" (see "Monitoring"): refused without the admin token; with it
+/// the sleep command runs exactly once, the sleep is recorded with cause `manual`, and the sleeps
+/// metric moves by one.
+#[tokio::test]
+async fn the_sleep_button_runs_the_sleep_command_once_with_the_admin_token() {
+    let Some(host) = host() else { return };
+    let Some(py) = common::py::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("suspend.sh");
+    let record = dir.path().join("runs");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho run >> {}\n", record.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut args = host.proxy_args();
+    args.extend(["--sleep-command".into(), script.display().to_string()]);
+    // SLEEP_AFTER gives the machine its sleeper; an hour keeps the idle watch out of the way.
+    let token = "sleep-admin-token";
+    let env = [("SLEEP_AFTER", "1h"), ("ADMIN_TOKEN", token)];
+    let proxy = Child::start(&strs(&args), &env).await;
+    assert_eq!(chat(&proxy, "work").await.status(), 200);
+    wait_state(&proxy, "awake", LIMIT).await;
+    // The first request sent a wake alongside (WAKE_INTERVAL): once it has arrived, it cannot
+    // wake the host after its sleep.
+    proxy.wait_log("magic packet sent to", LIMIT).await;
+    let deadline = Instant::now() + LIMIT;
+    while count(&host.packets) == 0 {
+        assert!(Instant::now() < deadline, "no magic packet");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sleep = proxy.url("/proxy/backends/default/sleep");
+    let press = |token: &str| client().post(&sleep).bearer_auth(token).send();
+    let r = client().post(&sleep).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(press("wrong-token-123456").await.unwrap().status(), 403);
+    assert!(!record.exists(), "the sleep command ran without the token");
+    let s0 = common::py::scrape(&py, proxy.url("/metrics")).await;
+    assert_eq!(press(token).await.unwrap().status(), 202);
+    after_the_command(&host, &proxy, &record).await;
+    proxy.wait_log(" asleep backend=default", LIMIT).await;
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "run\n");
+    let status = get_json(proxy.url("/proxy/status")).await;
+    let events = status["backends"][0]["events"].as_array().unwrap();
+    let sent: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "sleep_sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "{status}");
+    assert_eq!(sent[0]["cause"], "manual");
+    assert_eq!(sent[0]["detail"], "sleep command");
+    assert_eq!(events[0]["kind"], "asleep", "{status}");
+    let s1 = common::py::scrape(&py, proxy.url("/metrics")).await;
+    let key = "ollama_proxy_sleeps_total{backend=default,method=sleep command,outcome=asleep}";
+    assert_eq!(common::py::moved(&s0, &s1, key), 1.0);
+    // Asleep now: a second press does not apply.
+    assert_eq!(press(token).await.unwrap().status(), 409);
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "run\n");
 }

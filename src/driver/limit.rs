@@ -44,6 +44,11 @@ impl WakeLimit {
         Err(self.started.front().map_or(now, |t| *t + WINDOW))
     }
 
+    /// MAX_WAKES_PER_HOUR, if set.
+    pub fn max(&self) -> Option<usize> {
+        self.max
+    }
+
     /// A cycle started at `now`.
     pub fn record(&mut self, now: Instant) {
         if self.max.is_some() {

@@ -58,6 +58,9 @@ pub struct Cause {
     pub key: Option<Arc<str>>,
     /// The key's rights allow waking a machine.
     pub may_wake: bool,
+    /// The request's buffered body when its route names a model there (shared, not copied): read
+    /// only when a wake or a refusal is recorded (see [`Cause::model`]).
+    pub body: Option<bytes::Bytes>,
 }
 
 impl Cause {
@@ -65,6 +68,30 @@ impl Cause {
     pub fn path(&self) -> &str {
         self.uri.path()
     }
+
+    /// The model the request names, if any.
+    pub fn model(&self) -> Option<String> {
+        let body = self.body.as_deref()?;
+        crate::routing::requested_model(self.method.as_str(), self.path(), body)
+    }
+
+    /// Asked for with the status page's "Wake now" button (see "Monitoring").
+    pub fn is_manual(&self) -> bool {
+        self.path().starts_with("/proxy/")
+    }
+}
+
+/// What a wake asked for by hand did (see "Monitoring" in docs/behaviour.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// A wake cycle started.
+    Started,
+    /// A cycle starts when the running sleep ends.
+    AfterSleep,
+    /// A cycle was already running: nothing new started.
+    AlreadyWaking,
+    /// Ollama is awake: nothing to do.
+    AlreadyAwake,
 }
 
 /// The answer a held request gets.
@@ -246,10 +273,13 @@ impl Driver {
             return Ok(());
         };
         let retry = until.saturating_duration_since(now).as_secs().max(1);
-        if inner.limit.first_refusal(until) {
+        // Logged and recorded once per window for requests, each time for the button.
+        if inner.limit.first_refusal(until) || cause.is_manual() {
             tracing::warn!(method = %cause.method, path = %cause.path(), client = %cause.client,
                 key = %cause.key.as_deref().unwrap_or("-"), retry_after = retry,
                 "MAX_WAKES_PER_HOUR reached: requests that would wake the machine are refused");
+            let max = inner.limit.max().unwrap_or_default();
+            self.watch.wake_refused(cause, max, retry);
         }
         Err(ProxyError::WakeLimit(retry))
     }
@@ -319,19 +349,39 @@ impl Driver {
         self.client.clear_pool();
     }
 
-    /// Starts (or joins) a wake cycle without holding a request.
+    /// Starts (or joins) a wake cycle without holding a request; a refusal (MAX_WAKES_PER_HOUR)
+    /// is logged and recorded by [`Driver::try_wake`].
     pub fn wake(self: &Arc<Self>, cause: &Cause) {
+        let _ = self.try_wake(cause);
+    }
+
+    /// Starts a wake cycle unless Ollama is awake or one runs already; `Err` when the machine has
+    /// no wake method or MAX_WAKES_PER_HOUR is used up.
+    pub fn try_wake(self: &Arc<Self>, cause: &Cause) -> Result<Woken, ProxyError> {
         if self.waker.is_none() {
-            return;
+            return Err(ProxyError::Unreachable(
+                "the machine has no wake method".into(),
+            ));
         }
-        let action = {
+        let (woken, action) = {
             let mut inner = self.lock();
-            match self.wake_allowed(&mut inner, cause) {
-                Ok(()) => self.wake_needed(&mut inner, cause),
-                Err(_) => None,
+            match inner.machine.state() {
+                State::Awake => return Ok(Woken::AlreadyAwake),
+                State::Waking => return Ok(Woken::AlreadyWaking),
+                State::Sleeping if inner.machine.wake_wanted() => return Ok(Woken::AfterSleep),
+                _ => {}
             }
+            self.wake_allowed(&mut inner, cause)?;
+            let action = self.wake_needed(&mut inner, cause);
+            let woken = if action.is_some() {
+                Woken::Started
+            } else {
+                Woken::AfterSleep
+            };
+            (woken, action)
         };
         self.perform(action);
+        Ok(woken)
     }
 
     /// Sends a wake now, without waiting, when Ollama has not been heard from for WAKE_INTERVAL

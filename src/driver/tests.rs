@@ -59,6 +59,7 @@ fn cause() -> Cause {
         client: "127.0.0.1:1".parse().unwrap(),
         key: None,
         may_wake: true,
+        body: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The event history of one machine: the last [`KEEP`] wakes, sleeps and refusals, newest first,
-//! and the stretches it spent asleep, kept in a file beside the cache file so that they survive a
-//! restart (see "Monitoring" in docs/behaviour.md).
+//! and its daily ledger (wakes and time asleep per day), kept in a file beside the cache file so
+//! that they survive a restart (see "Monitoring" in docs/behaviour.md).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -8,10 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::ledger::Ledger;
+
 /// Events kept per machine.
 pub const KEEP: usize = 100;
-/// Asleep stretches older than this are dropped.
-const STRETCH_DAYS: u64 = 8;
 
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> u64 {
@@ -35,6 +35,9 @@ pub struct Event {
     pub method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The model the request names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
     /// The API key's name.
@@ -63,8 +66,13 @@ impl Event {
 pub struct History {
     /// Newest first.
     pub events: VecDeque<Event>,
-    /// Finished asleep stretches, `[from, to]` in Unix seconds, oldest first.
-    pub asleep: Vec<(u64, u64)>,
+    /// Wakes and time asleep per day.
+    #[serde(default)]
+    pub ledger: Ledger,
+    /// Files written before the ledger kept finished asleep stretches, `[from, to]` in Unix
+    /// seconds: read once into the ledger, never written.
+    #[serde(default, skip_serializing)]
+    asleep: Vec<(u64, u64)>,
 }
 
 impl History {
@@ -73,27 +81,20 @@ impl History {
         self.events.truncate(KEEP);
     }
 
-    pub fn stretch(&mut self, from: u64, to: u64) {
-        let horizon = to.saturating_sub(STRETCH_DAYS * 86_400);
-        self.asleep.retain(|&(_, end)| end >= horizon);
-        if to > from {
-            self.asleep.push((from, to));
+    /// A file without a ledger: its asleep stretches and kept wake events make one (as far as
+    /// they reach).
+    fn fill_ledger(&mut self) {
+        let stretches = std::mem::take(&mut self.asleep);
+        if !self.ledger.is_empty() {
+            return;
         }
-    }
-
-    /// Seconds asleep since `since` (Unix), counting an ongoing stretch that began at `open`.
-    pub fn asleep_since(&self, since: u64, open: Option<u64>, now: u64) -> u64 {
-        let ongoing = open.map(|o| (o, now));
-        let all = self.asleep.iter().chain(ongoing.iter());
-        all.map(|&(a, b)| b.saturating_sub(a.max(since))).sum()
-    }
-
-    /// Wake cycles asked for since `since` (as far as the kept events reach).
-    pub fn wakes_since(&self, since: u64) -> usize {
-        self.events
-            .iter()
-            .filter(|e| e.at >= since && e.kind == "wake_requested")
-            .count()
+        for (from, to) in stretches {
+            self.ledger.asleep(from, to);
+        }
+        let wakes = self.events.iter().rev();
+        for e in wakes.filter(|e| e.kind == "wake_requested") {
+            self.ledger.wake(e.at);
+        }
     }
 }
 
@@ -106,10 +107,16 @@ pub fn file_for(cache: &Path) -> PathBuf {
 /// The history in `path`; a missing or unreadable file gives an empty one (with a warning).
 pub fn read(path: &Path) -> History {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable event history");
-            History::default()
-        }),
+        Ok(bytes) => match serde_json::from_slice::<History>(&bytes) {
+            Ok(mut h) => {
+                h.fill_ledger();
+                h
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable event history");
+                History::default()
+            }
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => History::default(),
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot read the event history");
@@ -131,7 +138,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ring_and_stretches() {
+    fn ring_and_file() {
         let mut h = History::default();
         for i in 0..150 {
             h.push(Event {
@@ -142,13 +149,33 @@ mod tests {
         }
         assert_eq!(h.events.len(), KEEP);
         assert_eq!(h.events.front().map(|e| e.at), Some(149));
-        assert_eq!(h.wakes_since(140), 10);
-        h.stretch(100, 200);
-        assert_eq!(h.asleep_since(150, Some(300), 400), 50 + 100);
+        h.ledger.asleep(100, 200);
         let dir = tempfile::tempdir().unwrap();
         let file = file_for(&dir.path().join("cache.json"));
         assert!(file.ends_with("cache.events.json"));
         write(&file, &h).unwrap();
-        assert_eq!(read(&file).events, h.events);
+        let again = read(&file);
+        assert_eq!(again.events, h.events);
+        assert_eq!(again.ledger, h.ledger);
+    }
+
+    #[test]
+    fn a_file_from_before_the_ledger_and_the_model_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache.events.json");
+        let day = 20_522 * 86_400;
+        let old = format!(
+            r#"{{"events":[{{"at":{},"kind":"awake"}},{{"at":{},"kind":"wake_requested","cause":"work","method":"POST","path":"/api/chat","client":"10.0.0.2"}}],"asleep":[[{},{}]]}}"#,
+            day + 100,
+            day + 90,
+            day + 10,
+            day + 70
+        );
+        std::fs::write(&file, old).unwrap();
+        let h = read(&file);
+        assert_eq!(h.events.len(), 2);
+        assert_eq!(h.events[1].model, None);
+        assert_eq!(h.ledger.over(day + 200, 1), (1, 60));
+        assert!(h.asleep.is_empty());
     }
 }

@@ -54,8 +54,6 @@ pub enum UpstreamError {
     /// A broken answer or connection.
     Protocol,
 }
-/// Cached answers: a fresh list, a stale answer, or none in the cache.
-pub const CACHE_RESULTS: [&str; 3] = ["fresh", "stale", "miss"];
 
 /// Every metric family, registered once in the proxy's own registry (no global one).
 pub struct Families {
@@ -70,6 +68,7 @@ pub struct Families {
     rejected: Counters,
     streams: Gauges,
     upstream: Counters,
+    pub(super) requests: super::requests::RequestFamilies,
 }
 
 fn wake_histogram() -> Histogram {
@@ -92,6 +91,7 @@ impl Families {
             rejected: Counters::default(),
             streams: Gauges::default(),
             upstream: Counters::default(),
+            requests: super::requests::RequestFamilies::register(reg),
         };
         reg.register(
             "ollama_proxy_backend_state",
@@ -167,6 +167,8 @@ pub struct Handles {
     pub rejected: Counter,
     pub streams: Gauge,
     pub upstream: [Counter; 4],
+    /// Requests this machine answered.
+    pub requests: super::requests::Requests,
 }
 
 pub const STATES: [State; 5] = [
@@ -207,6 +209,7 @@ impl Handles {
             streams: f.streams.get_or_create_owned(&one(name)),
             upstream: UPSTREAM_ERRORS
                 .map(|k| f.upstream.get_or_create_owned(&two(name, "kind", k))),
+            requests: super::requests::Requests::new(&f.requests, name),
         }
     }
 
@@ -223,6 +226,7 @@ impl Handles {
             rejected: Default::default(),
             streams: Default::default(),
             upstream: Default::default(),
+            requests: Default::default(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// Upper bounds in seconds (the last bucket, +Inf, is implied).
 const BOUNDS: [f64; 14] = [
@@ -59,6 +59,10 @@ impl EncodeMetric for Ttfb {
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+impl TypedMetric for Ttfb {
+    const TYPE: MetricType = MetricType::Histogram;
 }
 
 #[cfg(test)]

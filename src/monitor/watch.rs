@@ -16,8 +16,9 @@ struct Log {
     state: State,
     /// Unix seconds of the last state change.
     since: u64,
-    /// Asleep now: since when (Unix), and since when the counter was last brought up to date.
-    asleep_from: Option<u64>,
+    /// Asleep now: up to when (Unix) the ledger counts it, and since when the counter was last
+    /// brought up to date.
+    asleep_counted: Option<u64>,
     asleep_mark: Option<Instant>,
     /// The cause of the running (or last) wake cycle, and whether every wake method failed.
     cycle_cause: WakeCause,
@@ -44,7 +45,7 @@ pub struct Snapshot {
     pub events: Vec<Event>,
     pub asleep_today_s: u64,
     pub asleep_week_s: u64,
-    pub wakes_today: usize,
+    pub wakes_today: u64,
 }
 
 impl Watch {
@@ -64,7 +65,7 @@ impl Watch {
                 history,
                 state: State::Unknown,
                 since: unix_now(),
-                asleep_from: None,
+                asleep_counted: None,
                 asleep_mark: None,
                 cycle_cause: WakeCause::Work,
                 methods_failed: false,
@@ -86,13 +87,14 @@ impl Watch {
         if let Some(mark) = log.asleep_mark.take() {
             self.m.asleep_seconds.inc_by(mark.elapsed().as_secs_f64());
         }
-        if let Some(from) = log.asleep_from.take() {
-            log.history.stretch(from, now);
+        if log.asleep_counted.is_some() {
+            count_asleep(&mut log, now);
+            log.asleep_counted = None;
             log.seq += 1;
             self.save(&log);
         }
         if to == State::Asleep {
-            log.asleep_from = Some(now);
+            log.asleep_counted = Some(now);
             log.asleep_mark = Some(Instant::now());
         }
         for (gauge, s) in self.m.state.iter().zip(STATES) {
@@ -110,6 +112,24 @@ impl Watch {
         }
     }
 
+    /// At shutdown: the ledger brought up to date and the history written now if it changed
+    /// since the last write (a background write still pending is skipped, so an older copy never
+    /// replaces this one).
+    pub fn close(&self) {
+        let mut log = self.lock();
+        let asleep = log.asleep_counted.is_some();
+        count_asleep(&mut log, unix_now());
+        let Some(path) = &self.file else { return };
+        let mut last = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if !asleep && *last >= log.seq {
+            return;
+        }
+        *last = u64::MAX;
+        if let Err(e) = events::write(path, &log.history) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the event history");
+        }
+    }
+
     /// Records `event` and writes the history.
     pub fn record(&self, event: Event) {
         let mut log = self.lock();
@@ -118,25 +138,36 @@ impl Watch {
         self.save(&log);
     }
 
-    /// Wake cycle started; `cause`: the request (or button) that asked for it.
-    pub fn wake_started(&self, cause: Option<&Cause>) {
+    /// Wake cycle started; `cause`: the request (or button) that asked for it, and the model it
+    /// names.
+    pub fn wake_started(&self, cause: Option<&Cause>, model: Option<String>) {
         let kind = match cause {
-            Some(c) if c.path().starts_with("/proxy/") => WakeCause::Manual,
+            Some(c) if c.is_manual() => WakeCause::Manual,
             _ => WakeCause::Work,
         };
-        let mut e = Event::new("wake_requested");
-        e.cause = Some(kind.as_str().into());
-        if let Some(c) = cause {
-            e.method = Some(c.method.to_string());
-            e.path = Some(c.path().to_string());
-            e.client = Some(c.client.ip().to_string());
-            e.key = c.key.as_deref().map(String::from);
-        }
+        let mut e = caused("wake_requested", kind, cause, model);
+        e.key = cause.and_then(|c| c.key.as_deref().map(String::from));
         {
             let mut log = self.lock();
             log.cycle_cause = kind;
             log.methods_failed = false;
+            log.history.ledger.wake(e.at);
         }
+        self.record(e);
+    }
+
+    /// MAX_WAKES_PER_HOUR refused a wake `cause` asked for; the next may start in `retry` s.
+    pub fn wake_refused(&self, cause: &Cause, max: usize, retry: u64) {
+        let kind = if cause.is_manual() {
+            WakeCause::Manual
+        } else {
+            WakeCause::Work
+        };
+        let mut e = caused("wake_refused", kind, Some(cause), cause.model());
+        e.key = cause.key.as_deref().map(String::from);
+        e.detail = Some(format!(
+            "MAX_WAKES_PER_HOUR ({max}) reached; next wake possible in {retry} s"
+        ));
         self.record(e);
     }
 
@@ -180,11 +211,12 @@ impl Watch {
     /// A WAKE_INTERVAL wake went out alongside a request (`ok`: a method succeeded).
     pub fn wake_interval(&self, cause: &Cause, ok: bool) {
         self.m.cycles[WakeCause::WakeInterval as usize][if ok { 3 } else { 2 }].inc();
-        let mut e = Event::new("wake_sent");
-        e.cause = Some(WakeCause::WakeInterval.as_str().into());
-        e.method = Some(cause.method.to_string());
-        e.path = Some(cause.path().to_string());
-        e.client = Some(cause.client.ip().to_string());
+        let e = caused(
+            "wake_sent",
+            WakeCause::WakeInterval,
+            Some(cause),
+            cause.model(),
+        );
         self.record(e);
     }
 
@@ -231,17 +263,19 @@ impl Watch {
 
     /// What the status page shows.
     pub fn snapshot(&self) -> Snapshot {
-        let log = self.lock();
+        let mut log = self.lock();
         let now = unix_now();
-        let today = now - now % 86_400;
-        let h = &log.history;
+        count_asleep(&mut log, now);
+        let ledger = &log.history.ledger;
+        let (wakes_today, asleep_today_s) = ledger.over(now, 1);
+        let (_, asleep_week_s) = ledger.over(now, 7);
         Snapshot {
             state: log.state,
             since: log.since,
-            events: h.events.iter().cloned().collect(),
-            asleep_today_s: h.asleep_since(today, log.asleep_from, now),
-            asleep_week_s: h.asleep_since(now.saturating_sub(7 * 86_400), log.asleep_from, now),
-            wakes_today: h.wakes_since(today),
+            events: log.history.events.iter().cloned().collect(),
+            asleep_today_s,
+            asleep_week_s,
+            wakes_today,
         }
     }
 
@@ -267,4 +301,25 @@ impl Watch {
             Err(_) => job(),
         }
     }
+}
+
+/// Adds the time asleep since it was last counted to the ledger (the machine is asleep now).
+fn count_asleep(log: &mut Log, now: u64) {
+    if let Some(from) = log.asleep_counted {
+        log.history.ledger.asleep(from, now);
+        log.asleep_counted = Some(now);
+    }
+}
+
+/// An event of `kind` with its cause: the request's method, path, model and client address.
+fn caused(kind: &str, why: WakeCause, cause: Option<&Cause>, model: Option<String>) -> Event {
+    let mut e = Event::new(kind);
+    e.cause = Some(why.as_str().into());
+    if let Some(c) = cause {
+        e.method = Some(c.method.to_string());
+        e.path = Some(c.path().to_string());
+        e.client = Some(c.client.ip().to_string());
+    }
+    e.model = model;
+    e
 }

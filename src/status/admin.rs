@@ -14,8 +14,8 @@ use serde_json::json;
 use super::plain;
 use crate::backend::machine::State;
 use crate::backend::Backend;
-use crate::config::access::AdminToken;
-use crate::driver::Cause;
+use crate::driver::{Cause, Woken};
+use crate::error::ProxyError;
 use crate::handler::App;
 
 /// The cookie the page's form sets.
@@ -80,57 +80,109 @@ pub async fn act(app: &App, req: Request, client: SocketAddr, name: &str, action
         client,
         key: None,
         may_wake: true,
+        body: None,
     };
-    let result = match action {
-        Action::Wake => wake(backend, &cause),
+    let outcome = match action {
+        Action::Wake => wake(backend, &cause, app.cfg.access.max_wakes_per_hour),
         Action::Sleep => sleep(app, backend),
     };
-    if form {
-        return redirect(token, set_cookie);
-    }
-    match result {
-        Ok(what) => (
-            StatusCode::ACCEPTED,
-            axum::Json(json!({"backend": name, "result": what})),
-        )
-            .into_response(),
-        Err(why) => (
-            StatusCode::CONFLICT,
-            axum::Json(json!({"backend": name, "error": why})),
-        )
-            .into_response(),
+    let cookie = set_cookie.then(|| token.cookie());
+    match outcome {
+        Outcome::Done(_) if form => redirect(cookie),
+        Outcome::Done(what) => {
+            let status = if what == ALREADY_AWAKE {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            let body = json!({"backend": name, "result": what});
+            (status, axum::Json(body)).into_response()
+        }
+        Outcome::Refused(status, why, retry) => refusal(name, status, &why, retry, form, cookie),
     }
 }
 
 type Resp = Response<Body>;
 
-fn wake(backend: &Backend, cause: &Cause) -> Result<&'static str, &'static str> {
+/// What a button did: done (a sentence for the answer), or refused with a status, a reason and
+/// the seconds after which it may work.
+enum Outcome {
+    Done(&'static str),
+    Refused(StatusCode, String, Option<u64>),
+}
+
+const ALREADY_AWAKE: &str = "already awake";
+
+fn conflict(why: &str) -> Outcome {
+    Outcome::Refused(StatusCode::CONFLICT, why.to_string(), None)
+}
+
+fn wake(backend: &Backend, cause: &Cause, max: Option<usize>) -> Outcome {
     let d = &backend.driver;
     if !d.can_wake() {
-        return Err("this machine has no wake method");
+        return conflict("this machine has no wake method");
     }
-    match d.state() {
-        State::Awake => Ok("already awake"),
-        State::Waking => Ok("already waking"),
-        _ => {
-            d.wake(cause);
-            Ok("wake started")
+    match d.try_wake(cause) {
+        Ok(Woken::Started) => Outcome::Done("wake started"),
+        Ok(Woken::AfterSleep) => Outcome::Done("wake starts when the running sleep ends"),
+        Ok(Woken::AlreadyWaking) => Outcome::Done("already waking: no second wake started"),
+        Ok(Woken::AlreadyAwake) => Outcome::Done(ALREADY_AWAKE),
+        Err(ProxyError::WakeLimit(retry)) => {
+            let max = max.unwrap_or_default();
+            let why = format!("not woken: MAX_WAKES_PER_HOUR ({max}) wake cycles were started in the last hour; the next may start in {retry} s");
+            Outcome::Refused(StatusCode::TOO_MANY_REQUESTS, why, Some(retry))
         }
+        Err(e) => Outcome::Refused(StatusCode::CONFLICT, e.to_string(), None),
     }
 }
 
-fn sleep(app: &App, backend: &Arc<Backend>) -> Result<&'static str, &'static str> {
+fn sleep(app: &App, backend: &Arc<Backend>) -> Outcome {
     let Some(sleeper) = backend.sleeper.clone() else {
-        return Err("this machine has no sleep method (SLEEP_AFTER and a method are needed)");
+        return conflict("this machine has no sleep method (SLEEP_AFTER and a method are needed)");
     };
     if backend.driver.state() != State::Awake {
-        return Err("the machine is not awake");
+        return conflict("the machine is not awake");
     }
     let (b, stop) = (Arc::clone(backend), app.shutdown.clone());
     tokio::spawn(async move {
         crate::backend::sleep::put_to_sleep(&b, &sleeper, &stop, true).await;
     });
-    Ok("sleep started")
+    Outcome::Done("sleep started")
+}
+
+/// A button that did nothing: JSON for a script; for the page's form a small page with the
+/// reason and a link back.
+fn refusal(
+    name: &str,
+    status: StatusCode,
+    why: &str,
+    retry: Option<u64>,
+    form: bool,
+    cookie: Option<String>,
+) -> Resp {
+    let mut resp = if form {
+        let html = format!(
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<link rel=\"icon\" href=\"data:,\"><title>ollama-proxy: {name}</title></head><body>\
+<p id=\"refused\"><b>{name}</b>: {why}</p><p><a href=\"/proxy/\">Back to the status page</a></p></body></html>",
+            name = super::page::esc(name),
+            why = super::page::esc(why)
+        );
+        let ct = [(header::CONTENT_TYPE, "text/html; charset=utf-8")];
+        (status, ct, html).into_response()
+    } else {
+        let body = json!({"backend": name, "error": why});
+        (status, axum::Json(body)).into_response()
+    };
+    let h = resp.headers_mut();
+    if let Some(v) = retry.and_then(|r| HeaderValue::from_str(&r.to_string()).ok()) {
+        h.insert(header::RETRY_AFTER, v);
+    }
+    if let Some(v) = cookie.and_then(|c| cookie_header(&c)) {
+        h.insert(header::SET_COOKIE, v);
+    }
+    resp
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -149,17 +201,19 @@ async fn form_token(body: Body) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// The `Set-Cookie` value that stands for the admin token (its digest `value`).
+fn cookie_header(value: &str) -> Option<HeaderValue> {
+    let v = format!("{COOKIE}={value}; Path=/proxy/; HttpOnly; SameSite=Strict");
+    HeaderValue::from_str(&v).ok()
+}
+
 /// Back to the page (303), setting the cookie when the token came with the form.
-fn redirect(token: &AdminToken, set_cookie: bool) -> Resp {
+fn redirect(cookie: Option<String>) -> Resp {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SEE_OTHER;
     let h = resp.headers_mut();
     h.insert(header::LOCATION, HeaderValue::from_static("/proxy/"));
-    let value = format!(
-        "{COOKIE}={}; Path=/proxy/; HttpOnly; SameSite=Strict",
-        token.cookie()
-    );
-    if let (true, Ok(v)) = (set_cookie, HeaderValue::from_str(&value)) {
+    if let Some(v) = cookie.and_then(|c| cookie_header(&c)) {
         h.insert(header::SET_COOKIE, v);
     }
     resp

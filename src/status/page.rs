@@ -139,11 +139,14 @@ fn card_html(h: &mut String, c: &Card, admin: bool, cookie: bool) {
     h.push_str("</section>");
 }
 
-/// Method, path, client and details of an event, as plain text (escaped by the caller).
+/// Method, path, model, client and details of an event, as plain text (escaped by the caller).
 fn describe(e: &Event) -> String {
     let mut parts = Vec::new();
     if let (Some(m), Some(p)) = (&e.method, &e.path) {
         parts.push(format!("{m} {p}"));
+    }
+    if let Some(m) = &e.model {
+        parts.push(format!("model {m}"));
     }
     if let Some(c) = &e.client {
         parts.push(format!("from {c}"));
