@@ -18,6 +18,7 @@ pub(crate) mod driver;
 pub(crate) mod error;
 pub(crate) mod handler;
 pub(crate) mod headers;
+pub mod learn;
 mod listen;
 pub mod logging;
 pub(crate) mod meta;
