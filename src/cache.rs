@@ -193,14 +193,12 @@ impl Cache {
     }
 
     /// What was learned about the backend's network card, if anything.
-    #[allow(dead_code)] // until the learner uses it
     pub fn learned(&self) -> Option<crate::learn::Learned> {
         self.lock().learned.clone()
     }
 
     /// Keeps `learned` (persisted) unless the same card at the same place is known already: the
     /// time it was first learned stays. True when the record changed.
-    #[allow(dead_code)] // until the learner uses it
     pub fn set_learned(&self, learned: crate::learn::Learned) -> bool {
         {
             let mut e = self.lock();

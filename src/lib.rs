@@ -42,5 +42,5 @@ pub(crate) mod units;
 pub(crate) mod upstream;
 pub(crate) mod wake;
 
-pub use config::Config;
+pub use config::{CacheFile, Config, StateDirs};
 pub use server::run;
