@@ -28,9 +28,7 @@ pub struct IfaceAddr {
 impl IfaceAddr {
     /// `ip` is in this address's subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix_len.min(32)))
-            .unwrap_or(0);
+        let mask = super::route::mask_of(self.prefix_len);
         u32::from(ip) & mask == u32::from(self.addr) & mask
     }
 }

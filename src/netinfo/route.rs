@@ -29,7 +29,8 @@ impl RouteEntry {
     }
 }
 
-fn mask_of(prefix_len: u8) -> u32 {
+/// The netmask of a prefix length (`/24` → `255.255.255.0`, as a number).
+pub(super) fn mask_of(prefix_len: u8) -> u32 {
     u32::MAX
         .checked_shl(32 - u32::from(prefix_len.min(32)))
         .unwrap_or(0)
