@@ -136,6 +136,7 @@ fn backends(
 
 /// The cache file's path; the default place's directory is made here (see "Cache file").
 fn cache_file(file: &CacheFile) -> anyhow::Result<Option<std::path::PathBuf>> {
+    file.placed()?;
     if let CacheFile::Default(path) = file {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| {

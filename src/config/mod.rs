@@ -225,7 +225,7 @@ impl Config {
                     |_, _, v| Ok(PathBuf::from(v)),
                 )?,
                 dirs,
-            )?,
+            ),
             max_connections: l.get_opt(
                 &args.max_connections,
                 ("--max-connections", "MAX_CONNECTIONS"),

@@ -26,14 +26,33 @@ pub enum CacheFile {
     Given(PathBuf),
     /// The default place (its directory is made at start).
     Default(PathBuf),
+    /// Not set, and no default place: `serve` refuses to start ([`CacheFile::placed`]); commands
+    /// that keep no cache (`sleep`) do not mind.
+    Unplaced,
 }
 
 impl CacheFile {
     /// The file, if the cache is persisted.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            CacheFile::Off => None,
+            CacheFile::Off | CacheFile::Unplaced => None,
             CacheFile::Given(p) | CacheFile::Default(p) => Some(p),
+        }
+    }
+
+    /// The error that stops `serve` when there is no place for the cache.
+    pub fn placed(&self) -> Result<(), ConfigError> {
+        match self {
+            CacheFile::Unplaced => Err(ConfigError {
+                flag: "--cache-file",
+                env: "CACHE_FILE",
+                value: None,
+                reason: "not set, and no default place for it: none of STATE_DIRECTORY, \
+                         XDG_STATE_HOME or HOME is set (to an absolute path); set CACHE_FILE to a \
+                         file, or CACHE_FILE= (empty) to keep the cache in memory only"
+                    .into(),
+            }),
+            _ => Ok(()),
         }
     }
 }
@@ -83,25 +102,13 @@ impl StateDirs {
 }
 
 /// CACHE_FILE's value (flag, variable or file), or the default place; an empty value is off.
-pub(super) fn cache_file(
-    value: Option<PathBuf>,
-    dirs: &StateDirs,
-) -> Result<CacheFile, ConfigError> {
+pub(super) fn cache_file(value: Option<PathBuf>, dirs: &StateDirs) -> CacheFile {
     match value {
-        Some(p) if p.as_os_str().is_empty() => Ok(CacheFile::Off),
-        Some(p) => Ok(CacheFile::Given(p)),
+        Some(p) if p.as_os_str().is_empty() => CacheFile::Off,
+        Some(p) => CacheFile::Given(p),
         None => dirs
             .default_cache_file()
-            .map(CacheFile::Default)
-            .ok_or_else(|| ConfigError {
-                flag: "--cache-file",
-                env: "CACHE_FILE",
-                value: None,
-                reason: "not set, and no default place for it: none of STATE_DIRECTORY, \
-                     XDG_STATE_HOME or HOME is set (to an absolute path); set CACHE_FILE to a \
-                     file, or CACHE_FILE= (empty) to keep the cache in memory only"
-                    .into(),
-            }),
+            .map_or(CacheFile::Unplaced, CacheFile::Default),
     }
 }
 
@@ -120,7 +127,7 @@ mod tests {
     #[test]
     fn systemd_then_xdg_then_home() {
         let all = dirs(Some("/var/lib/ollama-proxy"), Some("/x"), Some("/home/u"));
-        let path = |d: &StateDirs| cache_file(None, d).unwrap();
+        let path = |d: &StateDirs| cache_file(None, d);
         assert_eq!(
             path(&all),
             CacheFile::Default("/var/lib/ollama-proxy/cache.json".into())
@@ -139,19 +146,21 @@ mod tests {
     fn given_off_or_a_clear_error() {
         let all = dirs(Some("/s"), None, None);
         assert_eq!(
-            cache_file(Some("/c.json".into()), &all).unwrap(),
+            cache_file(Some("/c.json".into()), &all),
             CacheFile::Given("/c.json".into())
         );
-        assert_eq!(cache_file(Some("".into()), &all).unwrap(), CacheFile::Off);
+        assert_eq!(cache_file(Some("".into()), &all), CacheFile::Off);
         assert_eq!(
-            cache_file(Some("".into()), &StateDirs::default()).unwrap(),
+            cache_file(Some("".into()), &StateDirs::default()),
             CacheFile::Off
         );
-        let err = cache_file(None, &StateDirs::default())
-            .unwrap_err()
-            .to_string();
+        assert!(CacheFile::Off.placed().is_ok());
+        let none = cache_file(None, &StateDirs::default());
+        assert_eq!(none, CacheFile::Unplaced);
+        let err = none.placed().unwrap_err().to_string();
         assert!(err.contains("CACHE_FILE=") && err.contains("HOME"), "{err}");
         assert_eq!(CacheFile::Off.path(), None);
+        assert_eq!(CacheFile::Unplaced.path(), None);
     }
 
     #[test]
