@@ -48,6 +48,9 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
+    if let Err(e) = config.cache_file.placed() {
+        return usage_error(&e);
+    }
     let listener = match tokio::net::TcpListener::bind(config.bind).await {
         Ok(l) => l,
         Err(e) => {

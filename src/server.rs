@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, Backends, DriverShared};
-use crate::config::Config;
+use crate::config::{CacheFile, Config};
 use crate::conn::ClientTimeouts;
 use crate::handler::App;
 use crate::listen::{accept_loop, default_max_connections, raise_nofile};
@@ -49,6 +49,10 @@ pub async fn run(
         persist.push(tokio::spawn(
             Arc::clone(&b.cache).persist(persist_stop.clone()),
         ));
+        if let Some(learner) = &b.learner {
+            learner.load();
+            tokio::spawn(Arc::clone(learner).run(shutdown.clone()));
+        }
     }
     tracing::info!(
         listen = %local,
@@ -57,6 +61,7 @@ pub async fn run(
         wake_url = cfg.wake.http.is_some(),
         sleep = %cfg.backends.first().map(|b| b.sleep.methods()).unwrap_or_default(),
         sleep_after = ?cfg.backends.first().and_then(|b| b.sleep.after),
+        cache_file = %cfg.cache_file.path().map_or("none (CACHE_FILE=)".into(), |p| p.display().to_string()),
         max_connections,
         open_files = nofile,
         "ollama-proxy ready"
@@ -121,7 +126,7 @@ fn backends(
         wake_interval: cfg.wake_interval,
         max_queue: cfg.max_queue,
         max_wakes_per_hour: cfg.access.max_wakes_per_hour,
-        cache_file: cfg.cache_file.clone(),
+        cache_file: cache_file(&cfg.cache_file)?,
         several: cfg.backends.len() > 1,
         families: Some(families),
     };
@@ -130,6 +135,23 @@ fn backends(
         all.push(Arc::new(Backend::build(b, &shared, shutdown)?));
     }
     Backends::new(all)
+}
+
+/// The cache file's path; the default place's directory is made here (see "Cache file").
+fn cache_file(file: &CacheFile) -> anyhow::Result<Option<std::path::PathBuf>> {
+    file.placed()?;
+    if let CacheFile::Default(path) = file {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "cannot make {}, the directory of the default cache file; set CACHE_FILE \
+                     to another file, or CACHE_FILE= (empty) to keep the cache in memory only",
+                    dir.display()
+                )
+            })?;
+        }
+    }
+    Ok(file.path().map(|p| p.to_path_buf()))
 }
 
 /// After the accept loop stopped: held requests get 503, open responses get [`SHUTDOWN_GRACE`].

@@ -86,6 +86,8 @@ pub struct Client {
     idle: IdlePool,
     /// The addresses Ollama's name last resolved to.
     resolved: Mutex<Vec<SocketAddr>>,
+    /// The address the last new connection was made to (for "Learning the MAC").
+    peer: Mutex<Option<SocketAddr>>,
 }
 
 impl Client {
@@ -96,11 +98,17 @@ impl Client {
             ticker: Ticker::new(connect_timeout),
             idle: Arc::new(Mutex::new(VecDeque::new())),
             resolved: Mutex::new(Vec::new()),
+            peer: Mutex::new(None),
         }
     }
 
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// The address Ollama was last connected to (a name: the address it resolved to then).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        *self.peer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// An idle connection that is young enough and not closed: the most recent one that is ready
@@ -190,7 +198,10 @@ impl Client {
         let mut last = ConnectError::Resolve(target, "no addresses".into());
         for addr in addrs {
             match tokio::time::timeout(self.connect_timeout, self.connect_addr(addr)).await {
-                Ok(Ok(stream)) => return self.handshake(addr, stream).await,
+                Ok(Ok(stream)) => {
+                    *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+                    return self.handshake(addr, stream).await;
+                }
                 Ok(Err(e)) => match local_shortage(&e) {
                     Some(resource) => return Err(ConnectError::Local(resource)),
                     None if e.kind() == io::ErrorKind::ConnectionRefused => {

@@ -62,6 +62,7 @@ async fn ready_is_sent_only_after_the_socket_is_bound() {
         ])
         .env_clear()
         .env("NOTIFY_SOCKET", notify)
+        .env("XDG_STATE_HOME", dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

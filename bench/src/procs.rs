@@ -202,6 +202,8 @@ impl Proxy {
             .args(["--bind", "127.0.0.1", "--port", "0", "--ollama-url", ollama])
             .args(extra)
             .env("RUST_LOG", "warn,ollama_proxy::server=info")
+            // In memory, as before the cache had a default file: runs do not see each other's.
+            .env("CACHE_FILE", "")
             .stderr(Stdio::piped())
             .spawn()
             .context("ollama-proxy (cargo build --release)")?;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::Cache;
 use crate::config::{BackendConfig, SleepConfig};
 use crate::driver::{Driver, DriverConfig};
+use crate::learn::Learner;
 use crate::sleep::Sleeper;
 use crate::upstream::Client;
 use crate::wake::Waker;
@@ -43,6 +44,8 @@ pub struct Backend {
     pub sleep: SleepConfig,
     /// Its sleep methods, when it is put to sleep on its own (SLEEP_AFTER set).
     pub sleeper: Option<Arc<Sleeper>>,
+    /// Learns its MAC in the background (none for an always-on machine, never woken).
+    pub learner: Option<Arc<Learner>>,
 }
 
 impl Backend {
@@ -54,7 +57,8 @@ impl Backend {
     ) -> anyhow::Result<Backend> {
         let ollama = &cfg.ollama;
         let client = Arc::new(Client::new(ollama.upstream.clone(), ollama.connect_timeout));
-        let waker = if cfg.wake.is_enabled() && !cfg.always_on {
+        // Built without a method too: a learned MAC may give it one (see "Learning the MAC").
+        let waker = if !cfg.always_on {
             let waker = Waker::new(&cfg.wake)
                 .with_context(|| format!("cannot prepare Wake-on-LAN for {}", cfg.name))?;
             Some(Arc::new(waker))
@@ -72,8 +76,14 @@ impl Backend {
         let cache_file = shared.cache_file(&cfg.name);
         let events = cache_file.as_deref().map(crate::monitor::events::file_for);
         let watch = crate::monitor::Watch::new(&cfg.name, shared.families.clone(), events);
-        let driver = Driver::new(waker, Arc::clone(&client), settings, shutdown.clone())
-            .watched(Arc::new(watch));
+        let driver = Driver::new(
+            waker.clone(),
+            Arc::clone(&client),
+            settings,
+            shutdown.clone(),
+        )
+        .watched(Arc::new(watch));
+        let driver = Arc::new(driver);
         let sleeper = match cfg.sleep.after {
             Some(_) if cfg.sleep.has_method() => {
                 Some(Arc::new(Sleeper::new(&cfg.sleep).with_context(|| {
@@ -84,13 +94,26 @@ impl Backend {
         };
         let cache = Cache::load(cache_file)
             .with_context(|| format!("cannot use the cache file of {}", cfg.name))?;
+        let cache = Arc::new(cache);
+        let learner = waker.map(|waker| {
+            let configured = cfg.wake.magic.as_ref().map(|m| m.mac);
+            let port = cfg.wake.port.unwrap_or(wol::SenderConfig::default().port);
+            let parts = (
+                waker,
+                Arc::clone(&cache),
+                Arc::clone(&client),
+                Arc::clone(&driver),
+            );
+            Arc::new(Learner::new(&cfg.name, configured, port, parts))
+        });
         Ok(Backend {
             name: cfg.name.clone(),
             priority: cfg.priority,
             always_on: cfg.always_on,
             client,
-            driver: Arc::new(driver),
-            cache: Arc::new(cache),
+            driver,
+            cache,
+            learner,
             host: crate::headers::host_value(&ollama.upstream.authority),
             in_flight: AtomicUsize::new(0),
             last_finished: AtomicU64::new(0),

@@ -118,13 +118,16 @@ fn without_backends_the_flags_make_one_default_backend() {
     assert!(b.wake.magic.is_some() && c.wake.magic.is_some());
     assert_eq!(c.timeout, Duration::from_secs(15));
     assert_eq!(c.bind.port(), 8080);
-    assert_eq!(c.cache_file, Some(PathBuf::from("/tmp/x.json")));
+    assert_eq!(
+        c.cache_file.path(),
+        Some(std::path::Path::new("/tmp/x.json"))
+    );
     // An empty CACHE_FILE still means none, even over the file's.
     let c = with_file(
         toml,
         &["--ollama-url", "http://10.0.0.5:11434", "--cache-file", ""],
     );
-    assert_eq!(c.0.unwrap().cache_file, None);
+    assert_eq!(c.0.unwrap().cache_file, super::CacheFile::Off);
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod file;
 mod layer;
 mod parse;
 mod sleep;
+mod state;
 mod wake;
 
 pub use access::AccessConfig;
@@ -15,6 +16,7 @@ pub use parse::ConfigError;
 pub(crate) use parse::Secret;
 use parse::{bad, number};
 pub use sleep::SleepConfig;
+pub use state::{CacheFile, StateDirs};
 pub use wake::{url_mac, HttpWakeConfig, WakeConfig};
 
 use std::net::{IpAddr, SocketAddr};
@@ -86,8 +88,8 @@ pub struct Config {
     pub max_queue: usize,
     /// Largest request body buffered for replay, in bytes (MAX_HELD_BODY).
     pub max_held_body: u64,
-    /// Where the metadata cache is persisted, if anywhere (CACHE_FILE).
-    pub cache_file: Option<PathBuf>,
+    /// Where the metadata cache is persisted, if anywhere (CACHE_FILE, or the default place).
+    pub cache_file: CacheFile,
     /// Most client connections at once; `None`: derived from the open-file limit at start.
     pub max_connections: Option<usize>,
     /// Bytes of request bodies buffered at once, over all requests.
@@ -158,6 +160,12 @@ impl Config {
     /// Checks and converts the options of `serve` and the config file they name, or names the first
     /// bad one (see "Configuration" and "Configuration file" in docs/behaviour.md).
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        Self::from_args_with(args, &StateDirs::from_env())
+    }
+
+    /// Like [`Config::from_args`], with the state directories given rather than read from the
+    /// environment (the default place of the cache file).
+    pub fn from_args_with(args: &ServeArgs, dirs: &StateDirs) -> Result<Self, ConfigError> {
         let file = args.config.as_deref().map(ConfigFile::load).transpose()?;
         let l = Layer {
             file: file.as_ref(),
@@ -210,13 +218,14 @@ impl Config {
                 default::MAX_HELD_BODY,
                 size,
             )?,
-            cache_file: l
-                .get_opt(
+            cache_file: state::cache_file(
+                l.get_opt(
                     &args.cache_file,
                     ("--cache-file", "CACHE_FILE"),
                     |_, _, v| Ok(PathBuf::from(v)),
-                )?
-                .filter(|p| !p.as_os_str().is_empty()),
+                )?,
+                dirs,
+            ),
             max_connections: l.get_opt(
                 &args.max_connections,
                 ("--max-connections", "MAX_CONNECTIONS"),

@@ -29,6 +29,8 @@ pub struct HttpWakeConfig {
 pub struct WakeConfig {
     pub magic: Option<MagicConfig>,
     pub http: Option<HttpWakeConfig>,
+    /// WOL_PORT, also for a learned MAC's packets when no MAC is configured.
+    pub port: Option<u16>,
 }
 
 impl WakeConfig {
@@ -109,7 +111,11 @@ impl WakeConfig {
             }
             None => None,
         };
-        Ok(WakeConfig { magic, http })
+        Ok(WakeConfig {
+            magic,
+            http,
+            port: Some(port),
+        })
     }
 }
 

@@ -19,7 +19,7 @@ impl Driver {
     /// One wake cycle: wake with every method, re-send magic packets, probe until an answer or timeout.
     pub(super) async fn run_cycle(self: Arc<Self>, cycle: u64) {
         let started = Instant::now();
-        let Some(waker) = self.waker.clone() else {
+        let Some(waker) = self.waker().cloned() else {
             return;
         };
         let cause = self.lock().cause.take();

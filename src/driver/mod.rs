@@ -158,6 +158,8 @@ pub struct Driver {
     failed_ms: AtomicU64,
     epoch: Instant,
     waker: Option<Arc<Waker>>,
+    /// Notified when Ollama answers after it did not (the learning of "Learning the MAC").
+    awoke: tokio::sync::Notify,
     client: Arc<Client>,
     cfg: DriverConfig,
     shutdown: CancellationToken,
@@ -219,6 +221,7 @@ impl Driver {
             failed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             waker,
+            awoke: tokio::sync::Notify::new(),
             client,
             cfg,
             shutdown,
@@ -238,6 +241,9 @@ impl Driver {
         let action = inner.machine.on(event, Instant::now());
         if inner.machine.state() != before {
             self.watch.state_changed(inner.machine.state());
+            if inner.machine.state() == State::Awake {
+                self.awoke.notify_one();
+            }
         }
         // SeqCst, with the loads in `state` and the in-flight count: a request counted after a
         // sleep began sees `sleeping`, or the sleep sees the request (see `begin_sleep`).
@@ -326,8 +332,18 @@ impl Driver {
         self.lock().queue.len()
     }
 
+    /// The waker, when it has a method (configured, or a learned MAC).
+    fn waker(&self) -> Option<&Arc<Waker>> {
+        self.waker.as_ref().filter(|w| w.is_enabled())
+    }
+
     pub fn can_wake(&self) -> bool {
-        self.waker.is_some()
+        self.waker().is_some()
+    }
+
+    /// Returns once Ollama answers after it had not (a permit is kept if nobody waits).
+    pub async fn awoke(&self) {
+        self.awoke.notified().await;
     }
 
     /// Ollama answered something.
@@ -358,7 +374,7 @@ impl Driver {
     /// Starts a wake cycle unless Ollama is awake or one runs already; `Err` when the machine has
     /// no wake method or MAX_WAKES_PER_HOUR is used up.
     pub fn try_wake(self: &Arc<Self>, cause: &Cause) -> Result<Woken, ProxyError> {
-        if self.waker.is_none() {
+        if self.waker().is_none() {
             return Err(ProxyError::Unreachable(
                 "the machine has no wake method".into(),
             ));
@@ -387,7 +403,7 @@ impl Driver {
     /// Sends a wake now, without waiting, when Ollama has not been heard from for WAKE_INTERVAL
     /// (see "Wake interval" in docs/behaviour.md).
     pub fn early_wake(&self, cause: &Cause) {
-        let Some(waker) = &self.waker else { return };
+        let Some(waker) = self.waker() else { return };
         {
             let mut inner = self.lock();
             let now = Instant::now();
@@ -437,7 +453,7 @@ impl Driver {
     /// Holds a request and starts (or joins) a wake cycle (see "Holding and replay"); `None` when
     /// Ollama is awake by now, so the request goes at once.
     pub fn hold(self: &Arc<Self>, cause: &Cause) -> Result<Option<Ticket>, ProxyError> {
-        if self.waker.is_none() {
+        if self.waker().is_none() {
             return Err(ProxyError::Unreachable("not answering".into()));
         }
         let (tx, rx) = oneshot::channel();

@@ -99,6 +99,7 @@ fn status(app: &App) -> serde_json::Value {
                 "models": c.models, "models_age_s": c.models_age,
                 "asleep_today_s": s.asleep_today_s, "asleep_week_s": s.asleep_week_s,
                 "wakes_today": s.wakes_today, "events": s.events,
+                "learned": b.cache.learned(),
             })
         })
         .collect();

@@ -5,8 +5,10 @@ pub use http::display_url;
 
 use std::fmt;
 use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
-use wol::{MagicPacket, Sender};
+use wol::{MacAddr, MagicPacket, Sender, SenderConfig};
 
 use crate::config::{HttpWakeConfig, WakeConfig};
 
@@ -57,9 +59,18 @@ pub enum WakerError {
     Http(#[source] reqwest::Error),
 }
 
-/// Sends wakes with every configured method.
+/// One magic-packet target: the socket (with its destinations and port) and the packet.
+struct Magic {
+    sender: Sender,
+    packet: MagicPacket,
+}
+
+/// Sends wakes with every configured method. The magic-packet target can be set later, from a
+/// learned MAC (see "Learning the MAC" in docs/behaviour.md).
 pub struct Waker {
-    magic: Option<(Sender, MagicPacket)>,
+    magic: RwLock<Option<Arc<Magic>>>,
+    /// A target is set: lock-free for the request path's `can_wake`.
+    has_magic: AtomicBool,
     http: Option<(reqwest::Client, HttpWakeConfig)>,
 }
 
@@ -67,10 +78,10 @@ impl Waker {
     /// Opens the UDP socket (when magic packets are configured). Must run inside a Tokio runtime.
     pub fn new(cfg: &WakeConfig) -> Result<Self, WakerError> {
         let magic = match &cfg.magic {
-            Some(m) => Some((
-                Sender::new(m.sender.clone())?,
-                MagicPacket::new(m.mac, m.secureon.as_ref().map(|s| *s.expose())),
-            )),
+            Some(m) => Some(Arc::new(Magic {
+                sender: Sender::new(m.sender.clone())?,
+                packet: MagicPacket::new(m.mac, m.secureon.as_ref().map(|s| *s.expose())),
+            })),
             None => None,
         };
         let http = match &cfg.http {
@@ -85,19 +96,48 @@ impl Waker {
             )),
             None => None,
         };
-        Ok(Waker { magic, http })
+        Ok(Waker {
+            has_magic: AtomicBool::new(magic.is_some()),
+            magic: RwLock::new(magic),
+            http,
+        })
     }
 
-    /// True when magic packets are configured.
+    /// Sends magic packets for `mac` as `sender` says from now on (a learned MAC and its subnet's
+    /// broadcast address). Must run inside a Tokio runtime.
+    pub fn set_magic(&self, mac: MacAddr, sender: SenderConfig) -> Result<(), WakerError> {
+        let magic = Arc::new(Magic {
+            sender: Sender::new(sender)?,
+            packet: MagicPacket::new(mac, None),
+        });
+        *self.magic.write().unwrap_or_else(|e| e.into_inner()) = Some(magic);
+        self.has_magic.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn magic(&self) -> Option<Arc<Magic>> {
+        self.magic.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// True when magic packets are configured or learned.
     pub fn has_magic(&self) -> bool {
-        self.magic.is_some()
+        self.has_magic.load(Ordering::Acquire)
+    }
+
+    /// True when some wake method is configured or learned.
+    pub fn is_enabled(&self) -> bool {
+        self.has_magic() || self.http.is_some()
     }
 
     /// Sends one burst of magic packets, if configured.
     pub async fn send_magic(&self) -> Option<Outcome> {
-        let (sender, packet) = self.magic.as_ref()?;
+        let magic = self.magic()?;
         Some(Outcome::Magic(
-            sender.send(packet).await.map_err(|e| e.to_string()),
+            magic
+                .sender
+                .send(&magic.packet)
+                .await
+                .map_err(|e| e.to_string()),
         ))
     }
 

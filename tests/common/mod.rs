@@ -26,6 +26,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Its XDG_STATE_HOME: the default cache file of a test's proxy is its own.
+    pub state: tempfile::TempDir,
 }
 
 impl Proxy {
@@ -37,13 +39,16 @@ impl Proxy {
         let mut argv = vec!["ollama-proxy", "--bind", "127.0.0.1", "--port", &port];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).unwrap();
-        let config = Config::from_args(&cli.serve).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let dirs = ollama_proxy::StateDirs::xdg(state.path());
+        let config = Config::from_args_with(&cli.serve, &dirs).unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(ollama_proxy::run(listener, config, shutdown.clone()));
         Proxy {
             addr,
             shutdown,
             task: Some(task),
+            state,
         }
     }
 
@@ -165,12 +170,15 @@ pub async fn wait_until(
     }
 }
 
-/// Runs the binary with a clean environment plus `env` (RUST_LOG=warn); it must exit within 30 s.
+/// Runs the binary with a clean environment plus `env` (RUST_LOG=warn, XDG_STATE_HOME a temp
+/// dir of its own); it must exit within 30 s.
 pub async fn run_bin(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let state = tempfile::tempdir().unwrap();
     let mut cmd = tokio::process::Command::new(bin());
     cmd.args(args)
         .env_clear()
         .env("RUST_LOG", "warn")
+        .env("XDG_STATE_HOME", state.path())
         .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
@@ -194,6 +202,8 @@ pub struct Child {
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
     /// Notified after each line added to `stderr`.
     pub logged: std::sync::Arc<tokio::sync::Notify>,
+    /// Its XDG_STATE_HOME (unless the test set one): the default cache file is its own.
+    pub state: tempfile::TempDir,
 }
 
 /// The proxy's stderr, line by line.
@@ -208,7 +218,7 @@ impl Child {
     /// Like [`Child::start`], run through `wrapper` (e.g. `prlimit --nofile=64:64 --`), which must
     /// exec the binary in its own process.
     pub async fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Child {
-        let (child, mut lines) = Self::spawn(wrapper, args, env);
+        let (child, mut lines, state) = Self::spawn(wrapper, args, env);
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let addr = Self::ready(&mut lines, &stderr).await;
         let log = std::sync::Arc::clone(&stderr);
@@ -225,6 +235,7 @@ impl Child {
             addr,
             stderr,
             logged,
+            state,
         }
     }
 
@@ -239,7 +250,7 @@ impl Child {
     /// Like [`Child::start`], but hands back its stderr pipe unread past the ready line: keep it
     /// and never read it to play a log reader that stopped reading.
     pub async fn start_unread(args: &[&str], env: &[(&str, &str)]) -> (Child, StderrLines) {
-        let (child, mut lines) = Self::spawn(&[], args, env);
+        let (child, mut lines, state) = Self::spawn(&[], args, env);
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let addr = Self::ready(&mut lines, &stderr).await;
         let proxy = Child {
@@ -247,6 +258,7 @@ impl Child {
             addr,
             stderr,
             logged: std::sync::Arc::new(tokio::sync::Notify::new()),
+            state,
         };
         (proxy, lines)
     }
@@ -255,7 +267,8 @@ impl Child {
         wrapper: &[&str],
         args: &[&str],
         env: &[(&str, &str)],
-    ) -> (tokio::process::Child, StderrLines) {
+    ) -> (tokio::process::Child, StderrLines, tempfile::TempDir) {
+        let state = tempfile::tempdir().unwrap();
         let mut cmd = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = tokio::process::Command::new(program);
@@ -268,6 +281,7 @@ impl Child {
             .args(args)
             .env_clear()
             .env("RUST_LOG", "info")
+            .env("XDG_STATE_HOME", state.path())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
         for (k, v) in env {
@@ -275,7 +289,7 @@ impl Child {
         }
         let mut child = cmd.spawn().unwrap();
         let lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        (child, lines)
+        (child, lines, state)
     }
 
     /// Reads stderr (bounded) up to the ready line; returns the address it names.

@@ -74,6 +74,8 @@ pub struct Net {
     pub host_ip: Ipv4Addr,
     pub peer_ip: Ipv4Addr,
     pub broadcast: Ipv4Addr,
+    /// Reached through this router (a namespace of [`Net::behind_router`]), not directly.
+    pub router: Option<Ipv4Addr>,
 }
 
 impl Net {
@@ -92,12 +94,12 @@ impl Net {
         }
     }
 
-    fn try_create() -> Result<Net, String> {
-        remove_leftovers();
+    /// The next namespace's names and addresses (nothing made yet).
+    fn next() -> Net {
         let pid = std::process::id();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let (a, b) = subnet_of(pid, n);
-        let net = Net {
+        Net {
             ns: format!("{PREFIX}{pid}-{n}"),
             host_if: format!("ox{n}h{}", pid % 100_000),
             peer_if: format!("ox{n}p{}", pid % 100_000),
@@ -105,27 +107,42 @@ impl Net {
             host_ip: Ipv4Addr::new(10, a, b, 1),
             peer_ip: Ipv4Addr::new(10, a, b, 2),
             broadcast: Ipv4Addr::new(10, a, b, 255),
-        };
+            router: None,
+        }
+    }
+
+    fn try_create() -> Result<Net, String> {
+        remove_leftovers();
+        let net = Self::next();
         ip(&["route", "add", "unreachable", &net.subnet, "metric", "4000"])?;
         // From here on, Drop cleans up whatever was made.
-        let host_cidr = format!("{}/24", net.host_ip);
-        let peer_cidr = format!("{}/24", net.peer_ip);
         ip(&["netns", "add", &net.ns])?;
-        ip(&[
+        net.link(&[])?;
+        Ok(net)
+    }
+
+    /// The veth pair from `host` (`ip -n NS` arguments, or none for this namespace) to the
+    /// namespace, addressed and up.
+    fn link(&self, host: &[&str]) -> Result<(), String> {
+        let host_cidr = format!("{}/24", self.host_ip);
+        let peer_cidr = format!("{}/24", self.peer_ip);
+        let on_host = |args: &[&str]| ip(&[host, args].concat());
+        on_host(&[
             "link",
             "add",
             "name",
-            &net.host_if,
+            &self.host_if,
             "type",
             "veth",
             "peer",
             "name",
-            &net.peer_if,
+            &self.peer_if,
             "netns",
-            &net.ns,
+            &self.ns,
         ])?;
-        ip(&["addr", "add", &host_cidr, "brd", "+", "dev", &net.host_if])?;
-        ip(&["link", "set", "dev", &net.host_if, "up"])?;
+        on_host(&["addr", "add", &host_cidr, "brd", "+", "dev", &self.host_if])?;
+        on_host(&["link", "set", "dev", &self.host_if, "up"])?;
+        let net = self;
         ip(&[
             "-n",
             &net.ns,
@@ -139,7 +156,61 @@ impl Net {
         ])?;
         ip(&["-n", &net.ns, "link", "set", "dev", &net.peer_if, "up"])?;
         ip(&["-n", &net.ns, "link", "set", "dev", "lo", "up"])?;
-        Ok(net)
+        Ok(())
+    }
+
+    /// A second namespace behind this one, which becomes a router (forwarding on): this machine
+    /// reaches the new host on its own subnet through the router's address `peer_ip`, never
+    /// directly. Skips (or panics under `OLLAMA_PROXY_REQUIRE_NETNS=1`) as [`Net::create`].
+    pub fn behind_router(&self) -> Option<Net> {
+        match self.try_behind_router() {
+            Ok(n) => Some(n),
+            Err(why) => {
+                if std::env::var("OLLAMA_PROXY_REQUIRE_NETNS").as_deref() == Ok("1") {
+                    panic!("routed network namespace required but cannot be made: {why}");
+                }
+                eprintln!("SKIPPED: cannot make a routed network namespace here ({why})");
+                None
+            }
+        }
+    }
+
+    fn try_behind_router(&self) -> Result<Net, String> {
+        let mut far = Self::next();
+        far.router = Some(self.peer_ip);
+        ip(&["route", "add", "unreachable", &far.subnet, "metric", "4000"])?;
+        ip(&["netns", "add", &far.ns])?;
+        far.link(&["-n", &self.ns])?;
+        self.run_inside(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+            .map_err(|e| format!("ip_forward: {e}"))?;
+        let router = self.peer_ip.to_string();
+        ip(&[
+            "route",
+            "add",
+            &far.subnet,
+            "via",
+            &router,
+            "dev",
+            &self.host_if,
+        ])?;
+        let back = far.host_ip.to_string();
+        ip(&["-n", &far.ns, "route", "add", "default", "via", &back])?;
+        Ok(far)
+    }
+
+    /// Gives the namespace's end of the link this hardware address (the host's own card).
+    pub fn set_peer_mac(&self, mac: &str) {
+        ip(&[
+            "-n",
+            &self.ns,
+            "link",
+            "set",
+            "dev",
+            &self.peer_if,
+            "address",
+            mac,
+        ])
+        .unwrap();
     }
 
     /// Runs `f` on a thread inside the namespace: sockets it makes live there.
@@ -237,6 +308,9 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.ns]);
+        if self.router.is_some() {
+            let _ = ip(&["route", "del", &self.subnet]);
+        }
         let _ = ip(&["link", "del", &self.host_if]);
         let _ = ip(&[
             "route",

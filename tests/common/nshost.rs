@@ -1,6 +1,7 @@
-//! A host in a network namespace that is silent while asleep: it answers nothing, not even ARP (so
-//! a connect hangs or fails with "no route to host", as a suspended PC's does), yet receives the
-//! magic packet sent to the subnet's directed broadcast address and then answers again.
+//! A host in a network namespace, its card with a MAC of its own, that is silent while asleep: it
+//! answers nothing, not even ARP (so a connect hangs or fails with "no route to host", as a
+//! suspended PC's does), yet receives the magic packet sent to the subnet's directed broadcast
+//! address and then answers again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,8 @@ impl Host {
 
     /// A host with its own MAC and model list.
     pub fn machine(net: Net, listening: bool, mac: &str, models: &[&str]) -> Host {
+        // Its card has the MAC its magic packets carry, as a real desktop's does.
+        net.set_peer_mac(mac);
         let net = Arc::new(net);
         let state = Arc::new(FakeState {
             knobs: Knobs::default(),

@@ -191,7 +191,14 @@ fn measure(ollama: &str, requests: u64) -> anyhow::Result<()> {
         .build()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?.to_string();
-    let cli = ollama_proxy::cli::Cli::try_parse_from(["ollama-proxy", "--ollama-url", ollama])?;
+    // In memory, as before the cache had a default file: runs do not see each other's cache.
+    let cli = ollama_proxy::cli::Cli::try_parse_from([
+        "ollama-proxy",
+        "--ollama-url",
+        ollama,
+        "--cache-file",
+        "",
+    ])?;
     let config = ollama_proxy::Config::from_args(&cli.serve)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let server = rt.spawn(ollama_proxy::run(listener, config, stop.clone()));

@@ -1,0 +1,140 @@
+//! Learning a backend's MAC and where its magic packets go, in the background: when the backend
+//! answers after it had not, and every few minutes while it stays awake (see "Learning the MAC"
+//! in docs/behaviour.md). Nothing here runs on a request's path.
+
+pub(crate) mod decide;
+mod observe;
+pub mod record;
+
+pub use record::Learned;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wol::{MacAddr, SenderConfig};
+
+use crate::backend::machine::State;
+use crate::cache::Cache;
+use crate::driver::Driver;
+use crate::upstream::Client;
+use crate::wake::Waker;
+use decide::{Level, Memory, Step};
+
+/// How often the MAC is looked up again while the backend stays awake.
+const RELEARN: Duration = Duration::from_secs(300);
+
+/// One backend's learner.
+pub(crate) struct Learner {
+    /// The backend's name, for the log.
+    name: String,
+    /// WOL_MAC (or the table's `mac`), if set: kept, and compared.
+    configured: Option<MacAddr>,
+    /// WOL_PORT: the learned MAC's packets go to this port.
+    port: u16,
+    waker: Arc<Waker>,
+    cache: Arc<Cache>,
+    client: Arc<Client>,
+    driver: Arc<Driver>,
+    memory: Mutex<Memory>,
+}
+
+impl Learner {
+    /// A learner for the backend named `name`.
+    pub fn new(
+        name: &str,
+        configured: Option<MacAddr>,
+        port: u16,
+        parts: (Arc<Waker>, Arc<Cache>, Arc<Client>, Arc<Driver>),
+    ) -> Learner {
+        let (waker, cache, client, driver) = parts;
+        Learner {
+            name: name.to_string(),
+            configured,
+            port,
+            waker,
+            cache,
+            client,
+            driver,
+            memory: Mutex::new(Memory::default()),
+        }
+    }
+
+    /// Uses the record of the cache file (before the proxy takes requests). Must run inside a
+    /// Tokio runtime.
+    pub fn load(&self) {
+        let known = self.cache.learned();
+        let steps = decide::loaded(&mut self.memory(), self.configured, known.as_ref());
+        self.perform(steps);
+    }
+
+    /// Learns after every wake-up and every [`RELEARN`] while awake, until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + RELEARN, RELEARN);
+        loop {
+            tokio::select! {
+                _ = self.driver.awoke() => {}
+                _ = every.tick() => {
+                    if self.driver.state() != State::Awake {
+                        continue;
+                    }
+                }
+                _ = stop.cancelled() => return,
+            }
+            self.learn_once().await;
+        }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Looks up the address Ollama was last connected to.
+    async fn learn_once(&self) {
+        let Some(peer) = self.client.peer() else {
+            return;
+        };
+        let seen = tokio::task::spawn_blocking(move || observe::observe(peer.ip())).await;
+        let seen = match seen {
+            Ok(seen) => seen,
+            Err(e) => Err(decide::Why::Failed(e.to_string())),
+        };
+        let known = self.cache.learned();
+        let now = crate::monitor::events::unix_now();
+        let steps = decide::observed(
+            &mut self.memory(),
+            self.configured,
+            known.as_ref(),
+            seen,
+            now,
+        );
+        self.perform(steps);
+    }
+
+    fn perform(&self, steps: Vec<Step>) {
+        let backend = self.name.as_str();
+        for step in steps {
+            match step {
+                Step::Store(l) => {
+                    self.cache.set_learned(l);
+                }
+                Step::Use(l) => {
+                    let sender = SenderConfig {
+                        destinations: vec![l.broadcast],
+                        port: self.port,
+                        ..SenderConfig::default()
+                    };
+                    if let Err(e) = self.waker.set_magic(l.mac, sender) {
+                        tracing::warn!(backend, error = %e, "cannot wake with the learned MAC");
+                    } else {
+                        tracing::info!(backend, mac = %l.mac, broadcast = %l.broadcast, port = self.port,
+                            "magic packets go to the learned MAC");
+                    }
+                }
+                Step::Log(Level::Debug, m) => tracing::debug!(backend, "{m}"),
+                Step::Log(Level::Info, m) => tracing::info!(backend, "{m}"),
+                Step::Log(Level::Warn, m) => tracing::warn!(backend, "{m}"),
+            }
+        }
+    }
+}
