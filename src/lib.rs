@@ -23,6 +23,7 @@ pub mod logging;
 pub(crate) mod meta;
 pub(crate) mod models;
 pub(crate) mod monitor;
+pub mod netinfo;
 pub(crate) mod outbound;
 pub(crate) mod proxy;
 pub(crate) mod request;
