@@ -1,0 +1,226 @@
+//! Gathering the facts about one machine: ask Ollama (directly, bounded, waking nothing), send the
+//! one wake of `--wake`, try the interface, read the cache file (see "Doctor" in
+//! docs/behaviour.md).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::checks::human;
+use super::facts::{Bind, CacheFile, Contents, Probe, WakeSent};
+use super::network::Net;
+use crate::cache::{Cache, ReadError};
+use crate::config::BackendConfig;
+use crate::netinfo;
+use crate::wake::Waker;
+
+/// Longest wait for Ollama's answer once connected: `/api/version` is instant on a live Ollama.
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(5);
+
+/// Pause between probes while waiting for a woken machine.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Everything gathered about one machine.
+#[derive(Debug, Clone)]
+pub struct Gathered {
+    pub probe: Probe,
+    /// The way to the machine, when Ollama's host is (or resolves to) an IPv4 address of another
+    /// machine.
+    pub net: Option<Net>,
+    pub wake: Option<WakeSent>,
+    pub bind: Option<Bind>,
+    pub cache: CacheFile,
+}
+
+/// Gathers the facts of `cfg`; with `send_wake`, sends one wake first and waits (up to its wake
+/// timeout) for a silent Ollama to answer.
+pub async fn machine(
+    cfg: &BackendConfig,
+    client: &reqwest::Client,
+    cache_file: Option<PathBuf>,
+    send_wake: bool,
+) -> Gathered {
+    let (mut probe, ip) = probe(cfg, client).await;
+    let wake = match send_wake {
+        true => {
+            let start = Instant::now();
+            let mut sent = wake(cfg).await;
+            let any_sent = sent.outcomes.iter().any(|(ok, _)| *ok);
+            if any_sent && !probe.answered() && !matches!(probe, Probe::Resolve(_)) {
+                let (after, waited) = wait(cfg, client, start).await;
+                probe = after;
+                sent.waited = Some(waited);
+            }
+            Some(sent)
+        }
+        false => None,
+    };
+    let bind = cfg
+        .wake
+        .magic
+        .as_ref()
+        .and_then(|m| m.sender.interface.as_deref())
+        .map(super::host::try_bind);
+    Gathered {
+        // After the probe: if Ollama answered, the neighbour entry is fresh.
+        net: ip.and_then(|ip| net(cfg, ip)),
+        probe,
+        wake,
+        bind,
+        cache: cache(cache_file),
+    }
+}
+
+/// Resolves Ollama's host, then `GET /api/version` within its connect timeout plus
+/// [`ANSWER_LIMIT`].
+async fn probe(cfg: &BackendConfig, client: &reqwest::Client) -> (Probe, Option<Ipv4Addr>) {
+    let upstream = &cfg.ollama.upstream;
+    let host = upstream.host.trim_start_matches('[').trim_end_matches(']');
+    let ip = match tokio::net::lookup_host((host, upstream.port)).await {
+        Ok(addrs) => addrs.map(|a| a.ip()).find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        }),
+        Err(e) => return (Probe::Resolve(e.to_string()), None),
+    };
+    let limit = cfg.ollama.connect_timeout + ANSWER_LIMIT;
+    let start = Instant::now();
+    let sent = client
+        .get(upstream.url("/api/version"))
+        .timeout(limit)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => return (failure(&e, cfg, limit), ip),
+    };
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    let took = start.elapsed();
+    if !status.is_success() {
+        let status = status.as_u16();
+        return (Probe::Status { status, took }, ip);
+    }
+    let version = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("version")?.as_str().map(String::from));
+    (Probe::Answered { version, took }, ip)
+}
+
+/// What a failed request says about the machine.
+fn failure(e: &reqwest::Error, cfg: &BackendConfig, limit: Duration) -> Probe {
+    if e.is_timeout() {
+        return match e.is_connect() {
+            true => Probe::Silent(format!(
+                "no connection within {}",
+                human(cfg.ollama.connect_timeout)
+            )),
+            false => Probe::Other(format!("connected, but no answer within {}", human(limit))),
+        };
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return match io.kind() {
+                K::ConnectionRefused => Probe::Refused,
+                K::HostUnreachable | K::NetworkUnreachable | K::TimedOut => {
+                    Probe::Silent(io.to_string())
+                }
+                _ => Probe::Other(crate::error::chain(e)),
+            };
+        }
+        source = s.source();
+    }
+    Probe::Other(crate::error::chain(e))
+}
+
+/// One wake with every configured method (none for an always-on machine).
+async fn wake(cfg: &BackendConfig) -> WakeSent {
+    let outcomes = if cfg.always_on || !cfg.wake.is_enabled() {
+        Vec::new()
+    } else {
+        match Waker::new(&cfg.wake) {
+            Ok(w) => w
+                .wake_all()
+                .await
+                .iter()
+                .map(|o| (o.is_ok(), o.to_string()))
+                .collect(),
+            Err(e) => vec![(false, e.to_string())],
+        }
+    };
+    WakeSent {
+        outcomes,
+        waited: None,
+    }
+}
+
+/// Probes every [`POLL`] until Ollama answers or the wake timeout since `start` passed: the last
+/// probe, and how long it took (`Ok`) or was waited for in vain (`Err`).
+async fn wait(
+    cfg: &BackendConfig,
+    client: &reqwest::Client,
+    start: Instant,
+) -> (Probe, Result<Duration, Duration>) {
+    let limit = cfg.ollama.wake_timeout;
+    loop {
+        let attempt = Instant::now();
+        let (probe, _) = self::probe(cfg, client).await;
+        if probe.answered() {
+            return (probe, Ok(start.elapsed()));
+        }
+        if start.elapsed() >= limit {
+            return (probe, Err(limit));
+        }
+        let pause = POLL.saturating_sub(attempt.elapsed());
+        tokio::time::sleep(pause.min(limit.saturating_sub(start.elapsed()))).await;
+    }
+}
+
+/// The route to `ip`, its neighbour entry, and where each magic-packet destination leaves; `None`
+/// for this machine's own address.
+fn net(cfg: &BackendConfig, ip: Ipv4Addr) -> Option<Net> {
+    let text = |e: netinfo::NetInfoError| e.to_string();
+    if netinfo::is_loopback_or_local(IpAddr::V4(ip)).unwrap_or(false) {
+        return None;
+    }
+    let destinations = cfg
+        .wake
+        .magic
+        .iter()
+        .flat_map(|m| &m.sender.destinations)
+        .map(|d| (*d, netinfo::route_to(*d).map_err(text)))
+        .collect();
+    Some(Net {
+        ip,
+        route: netinfo::route_to(ip).map_err(text),
+        neighbour: netinfo::neighbour_mac(ip).map_err(text),
+        learned: None,
+        destinations,
+    })
+}
+
+/// The cache file as the proxy would use it: its link followed, writable, what it holds.
+fn cache(path: Option<PathBuf>) -> CacheFile {
+    let Some(path) = path else {
+        return CacheFile::Unset;
+    };
+    let resolved = match crate::cache::resolve(&path) {
+        Ok(p) => p,
+        Err(e) => {
+            let error = crate::error::chain(&e);
+            return CacheFile::Unresolvable { path, error };
+        }
+    };
+    let contents = match Cache::stored_model_list(&resolved) {
+        Ok(tags) => Contents::ModelList(tags.map(|t| (t.age(), t.invalidated))),
+        Err(ReadError::Missing) => Contents::Missing,
+        Err(e) => Contents::Unusable(e.to_string()),
+    };
+    CacheFile::Set {
+        writable: crate::cache::check_writable(&resolved),
+        path: resolved,
+        contents,
+    }
+}
