@@ -75,6 +75,13 @@ struct Entries {
     version: Option<Arc<Entry>>,
     #[serde(default)]
     show: HashMap<String, Arc<Entry>>,
+    /// The backend's MAC and broadcast, once learned (see "Learning the MAC").
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::learn::record::lenient"
+    )]
+    learned: Option<crate::learn::Learned>,
 }
 
 impl Entries {
@@ -191,6 +198,27 @@ impl Cache {
         Ok(entry)
     }
 
+    /// What was learned about the backend's network card, if anything.
+    #[allow(dead_code)] // until the learner uses it
+    pub fn learned(&self) -> Option<crate::learn::Learned> {
+        self.lock().learned.clone()
+    }
+
+    /// Keeps `learned` (persisted) unless the same card at the same place is known already: the
+    /// time it was first learned stays. True when the record changed.
+    #[allow(dead_code)] // until the learner uses it
+    pub fn set_learned(&self, learned: crate::learn::Learned) -> bool {
+        {
+            let mut e = self.lock();
+            if e.learned.as_ref().is_some_and(|old| old.same_as(&learned)) {
+                return false;
+            }
+            e.learned = Some(learned);
+        }
+        self.changed.notify_one();
+        true
+    }
+
     /// The model list changed on Ollama (pull, create, copy, delete): marks the cached list and
     /// show answers stale (see "Invalidation" in docs/behaviour.md).
     pub fn invalidate_models(&self) {
@@ -261,6 +289,42 @@ mod tests {
         assert!(fresh(&again));
         again.invalidate_models();
         assert!(!fresh(&again));
+    }
+
+    #[tokio::test]
+    async fn the_learned_record_is_kept_beside_the_answers_and_old_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        // A file written before learning existed.
+        let old = r#"{"tags":{"body":"{}","content_type":"application/json","stored_at":1},"version":null,"show":{}}"#;
+        std::fs::write(&path, old).unwrap();
+        let cache = Cache::load(Some(path.clone())).unwrap();
+        assert!(cache.get(&Key::Tags).is_some());
+        assert!(cache.learned().is_none());
+        let learned = crate::learn::Learned {
+            ip: "192.168.1.50".parse().unwrap(),
+            mac: "02:00:5e:10:20:30".parse().unwrap(),
+            interface: "eth0".into(),
+            broadcast: "192.168.1.255".parse().unwrap(),
+            learned_at: 1_700_000_000,
+        };
+        assert!(cache.set_learned(learned.clone()));
+        let again = crate::learn::Learned {
+            learned_at: 1_800_000_000,
+            ..learned.clone()
+        };
+        assert!(!cache.set_learned(again));
+        cache.flush().await;
+        let reloaded = Cache::load(Some(path.clone())).unwrap();
+        assert_eq!(reloaded.learned(), Some(learned.clone()));
+        assert!(reloaded.get(&Key::Tags).is_some());
+        assert_eq!(crate::learn::record::read(&path).unwrap(), Some(learned));
+        // A broken record costs only itself.
+        let broken = old.replace(r#""show":{}"#, r#""show":{},"learned":{"mac":"nope"}"#);
+        std::fs::write(&path, broken).unwrap();
+        let reloaded = Cache::load(Some(path)).unwrap();
+        assert!(reloaded.learned().is_none());
+        assert!(reloaded.get(&Key::Tags).is_some());
     }
 
     #[test]

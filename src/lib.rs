@@ -19,6 +19,7 @@ pub(crate) mod driver;
 pub(crate) mod error;
 pub(crate) mod handler;
 pub(crate) mod headers;
+pub mod learn;
 mod listen;
 pub mod logging;
 pub(crate) mod meta;
