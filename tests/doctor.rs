@@ -106,13 +106,44 @@ async fn a_wrong_mac_exits_1_naming_both_macs() {
     let mut args = host.proxy_args();
     let at = args.iter().position(|a| a == "--mac").unwrap();
     args[at + 1] = wrong.to_string();
+    // The MAC learned earlier, kept in the cache file: reported beside the one seen now.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.json");
+    let learned_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 7200;
+    let record = serde_json::json!({"learned": {
+        "ip": host.net.peer_ip.to_string(), "mac": host.mac, "interface": host.net.host_if,
+        "broadcast": host.net.broadcast.to_string(), "learned_at": learned_at,
+    }});
+    std::fs::write(&cache, record.to_string()).unwrap();
+    args.extend(["--cache-file".to_string(), cache.display().to_string()]);
     let out = doctor(&strs(&args)).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let ip = host.net.peer_ip.to_string();
     assert_line(
         &out,
         "[warn] default: ",
-        &["configured MAC", wrong, "differs", &ip, &host.mac],
+        &[
+            "configured MAC",
+            wrong,
+            "differs from the MAC seen",
+            &ip,
+            &host.mac,
+        ],
+    );
+    assert_line(
+        &out,
+        "[warn] default: ",
+        &[
+            "configured MAC",
+            wrong,
+            "differs from the learned MAC",
+            &host.mac,
+            "2h ago",
+        ],
     );
 }
 

@@ -4,11 +4,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::checks::human;
 use super::facts::{Bind, CacheFile, Contents, Probe, WakeSent};
-use super::network::Net;
+use super::network::{Learned, Net};
 use crate::cache::{Cache, ReadError};
 use crate::config::BackendConfig;
 use crate::netinfo;
@@ -61,13 +61,15 @@ pub async fn machine(
         .as_ref()
         .and_then(|m| m.sender.interface.as_deref())
         .map(super::host::try_bind);
+    let cache = cache(cache_file);
+    // After the probe: if Ollama answered, the neighbour entry is fresh.
+    let net = ip.and_then(|ip| net(cfg, ip, &cache));
     Gathered {
-        // After the probe: if Ollama answered, the neighbour entry is fresh.
-        net: ip.and_then(|ip| net(cfg, ip)),
+        net,
         probe,
         wake,
         bind,
-        cache: cache(cache_file),
+        cache,
     }
 }
 
@@ -180,7 +182,7 @@ async fn wait(
 
 /// The route to `ip`, its neighbour entry, and where each magic-packet destination leaves; `None`
 /// for this machine's own address.
-fn net(cfg: &BackendConfig, ip: Ipv4Addr) -> Option<Net> {
+fn net(cfg: &BackendConfig, ip: Ipv4Addr, cache: &CacheFile) -> Option<Net> {
     let text = |e: netinfo::NetInfoError| e.to_string();
     if netinfo::is_loopback_or_local(IpAddr::V4(ip)).unwrap_or(false) {
         return None;
@@ -196,9 +198,21 @@ fn net(cfg: &BackendConfig, ip: Ipv4Addr) -> Option<Net> {
         ip,
         route: netinfo::route_to(ip).map_err(text),
         neighbour: netinfo::neighbour_mac(ip).map_err(text),
-        learned: None,
+        learned: learned(cache),
         destinations,
     })
+}
+
+/// The learned record in the cache file, and its age. A file that cannot be read has no record
+/// here: the cache file's own finding says why.
+fn learned(cache: &CacheFile) -> Option<(Learned, Duration)> {
+    let CacheFile::Set { path, .. } = cache else {
+        return None;
+    };
+    let record = crate::learn::record::read(path).ok().flatten()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let age = Duration::from_secs(now.saturating_sub(record.learned_at));
+    Some((record, age))
 }
 
 /// The cache file as the proxy would use it: its link followed, writable, what it holds.

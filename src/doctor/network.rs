@@ -11,17 +11,8 @@ use super::checks::human;
 use super::finding::Finding;
 use crate::config::BackendConfig;
 
+pub use crate::learn::Learned;
 pub use crate::netinfo::Route;
-
-/// A MAC learned while the machine was awake, as stored beside its cache file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Learned {
-    pub mac: MacAddr,
-    pub interface: String,
-    pub broadcast: Ipv4Addr,
-    /// How long ago it was learned.
-    pub age: Duration,
-}
 
 /// What the kernel says about the way to a machine whose Ollama is at `ip`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +21,9 @@ pub struct Net {
     pub route: Result<Route, String>,
     /// The neighbour entry of `ip`, read just after Ollama was asked (fresh if it answered).
     pub neighbour: Result<Option<MacAddr>, String>,
-    pub learned: Option<Learned>,
+    /// The record learned while the machine was awake (kept with its cache file), and how long
+    /// ago it was learned.
+    pub learned: Option<(Learned, Duration)>,
     /// Where each magic-packet destination would leave (empty without magic packets).
     pub destinations: Vec<(Ipv4Addr, Result<Route, String>)>,
 }
@@ -103,11 +96,12 @@ fn macs(cfg: &BackendConfig, net: &Net, answered: bool) -> Vec<Finding> {
     };
     let when = if answered { "seen" } else { "last seen" };
     let mut out = Vec::new();
-    if let Some(l) = &net.learned {
+    if let Some((l, age)) = &net.learned {
         let text = format!(
-            "learned MAC {} ({} ago, on {}, broadcast {})",
+            "learned MAC {} (for {}, {} ago, on {}, broadcast {})",
             l.mac,
-            human(l.age),
+            l.ip,
+            human(*age),
             l.interface,
             l.broadcast
         );

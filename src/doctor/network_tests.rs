@@ -124,18 +124,22 @@ fn the_configured_mac_against_the_one_seen_and_the_one_learned() {
     );
     // Both the record and the entry are reported when both exist.
     let learned = Net {
-        learned: Some(Learned {
-            mac: WIRED.parse().unwrap(),
-            interface: "eth0".into(),
-            broadcast: BCAST,
-            age: Duration::from_secs(7200),
-        }),
+        learned: Some((
+            Learned {
+                ip: IP,
+                mac: WIRED.parse().unwrap(),
+                interface: "eth0".into(),
+                broadcast: BCAST,
+                learned_at: 1_700_000_000,
+            },
+            Duration::from_secs(7200),
+        )),
         ..net(Some(WIRED), vec![])
     };
     let f = findings(&wifi, &learned, true);
     let text = format!(
-        "configured MAC {WIFI} differs from the learned MAC {WIRED} (2h ago, on eth0, broadcast \
-         192.168.1.255)"
+        "configured MAC {WIFI} differs from the learned MAC {WIRED} (for 192.168.1.20, 2h ago, on \
+         eth0, broadcast 192.168.1.255)"
     );
     assert_eq!(one(&f, &text), Verdict::Warn);
     assert_eq!(one(&f, "differs from the MAC seen"), Verdict::Warn);
