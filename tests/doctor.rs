@@ -47,6 +47,15 @@ fn queued(sock: &tokio::net::UdpSocket) -> usize {
     n
 }
 
+/// An Ollama that answers on loopback, a socket catching the magic packets, and the flags for both.
+async fn on_loopback() -> (Fake, tokio::net::UdpSocket, Vec<String>) {
+    let fake = Fake::bind().await;
+    let (sock, wake) = magic_catcher().await;
+    let mut args = vec!["--ollama-url".to_string(), fake.url()];
+    args.extend(wake);
+    (fake, sock, args)
+}
+
 /// A desktop in a namespace whose Ollama answers, with the MAC its card really has.
 fn awake_desktop(net: Net) -> Arc<Host> {
     let mac = net.peer_mac();
@@ -196,10 +205,7 @@ async fn with_wake_a_sleeping_desktop_is_woken_and_checked() {
 
 #[tokio::test]
 async fn without_wake_nothing_is_sent_and_with_it_one_burst() {
-    let fake = Fake::bind().await;
-    let (sock, wake) = magic_catcher().await;
-    let mut args = vec!["--ollama-url".to_string(), fake.url()];
-    args.extend(wake);
+    let (_fake, sock, mut args) = on_loopback().await;
     let out = doctor(&strs(&args)).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(queued(&sock), 0, "a magic packet without --wake");
@@ -216,10 +222,7 @@ async fn without_wake_nothing_is_sent_and_with_it_one_burst() {
 
 #[tokio::test]
 async fn a_missing_interface_is_a_failure_as_the_proxy_refuses_it() {
-    let fake = Fake::bind().await;
-    let (sock, wake) = magic_catcher().await;
-    let mut args = vec!["--ollama-url".to_string(), fake.url()];
-    args.extend(wake);
+    let (_fake, sock, mut args) = on_loopback().await;
     args.extend(["--interface".to_string(), "nosuchif0".to_string()]);
     let out = doctor(&strs(&args)).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

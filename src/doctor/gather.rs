@@ -32,8 +32,8 @@ pub struct Gathered {
     pub cache: CacheFile,
 }
 
-/// Gathers the facts of `cfg`; with `send_wake`, sends one wake first and waits (up to its wake
-/// timeout) for a silent Ollama to answer.
+/// Gathers the facts of `cfg`. With `send_wake`, one wake is sent after Ollama was first asked,
+/// and an Ollama that did not answer is then waited for (up to the wake timeout).
 pub async fn machine(
     cfg: &BackendConfig,
     client: &reqwest::Client,
@@ -97,7 +97,13 @@ async fn probe(cfg: &BackendConfig, client: &reqwest::Client) -> (Probe, Option<
         Err(e) => return (failure(&e, cfg, limit), ip),
     };
     let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            let why = format!("the answer broke off: {}", crate::error::chain(&e));
+            return (Probe::Other(why), ip);
+        }
+    };
     let took = start.elapsed();
     if !status.is_success() {
         let status = status.as_u16();
@@ -184,6 +190,8 @@ async fn wait(
 /// for this machine's own address.
 fn net(cfg: &BackendConfig, ip: Ipv4Addr, cache: &CacheFile) -> Option<Net> {
     let text = |e: netinfo::NetInfoError| e.to_string();
+    // When the interfaces cannot be listed, the address is taken as another machine's: the route
+    // lookup below then fails too, and its finding says why.
     if netinfo::is_loopback_or_local(IpAddr::V4(ip)).unwrap_or(false) {
         return None;
     }
