@@ -270,3 +270,32 @@ async fn bad_configuration_exits_2_with_one_line() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("config.toml:2:"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn each_machine_of_a_config_file_gets_its_own_lines() {
+    let fake = Fake::bind().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    let cache = dir.path().join("cache.json");
+    let toml = format!(
+        "cache_file = {cache:?}\n\
+         [[backend]]\nname = \"desktop\"\nurl = \"{}\"\nmac = \"{}\"\nbroadcast = \"127.0.0.1\"\n\
+         [[backend]]\nname = \"mini\"\nurl = \"{}\"\nalways_on = true\n",
+        fake.url(),
+        common::TEST_MAC,
+        closed_url(),
+    );
+    std::fs::write(&file, toml).unwrap();
+    let out = doctor(&["--config", &file.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_line(&out, "[ok]   desktop: ", &["Ollama 0.33.0 reachable"]);
+    assert_line(&out, "[fail] mini: ", &["refused the connection"]);
+    assert_line(&out, "[info] mini: ", &["always on: never woken"]);
+    let own = dir.path().join("cache.desktop.json").display().to_string();
+    assert_line(&out, "[ok]   desktop: ", &["cache file", &own, "writable"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().last(),
+        Some("doctor: 2 machines checked: 1 failure, 0 warnings")
+    );
+}
