@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-pub use file::FileError;
+pub use file::{check_writable, resolve, FileError, ReadError};
 pub use show::show_key;
 
 /// What is cached.
@@ -137,6 +137,12 @@ impl Cache {
             changed: Notify::new(),
             file,
         })
+    }
+
+    /// The model list (`/api/tags`) stored in the cache file `path`, without loading the cache
+    /// (for `doctor`): `None` when the file has none yet.
+    pub fn stored_model_list(path: &std::path::Path) -> Result<Option<Arc<Entry>>, ReadError> {
+        file::load(path).map(|e| e.tags)
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {

@@ -20,7 +20,7 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
-/// The commands: `serve`, `wake`, `sleep` and `health`.
+/// The commands: `serve`, `wake`, `sleep`, `health` and `doctor`.
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 pub enum Command {
@@ -32,6 +32,8 @@ pub enum Command {
     Sleep(SleepCmdArgs),
     /// Ask a running proxy's /health endpoint; exit 0 when it is healthy.
     Health(HealthArgs),
+    /// Check the configuration as the proxy would use it: one line per finding, with advice.
+    Doctor(DoctorArgs),
 }
 
 /// Options of `serve`.
@@ -203,6 +205,18 @@ pub struct SleepCmdArgs {
     /// After sending, wait until the machine is silent (up to SLEEP_CONFIRM).
     #[arg(long)]
     pub wait: bool,
+}
+
+/// Options of `doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// The settings of `serve`, checked as the proxy would use them.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Also send one wake with the configured methods (nothing is sent without it), then wait up
+    /// to the wake timeout for a sleeping Ollama to answer.
+    #[arg(long = "wake")]
+    pub send_wake: bool,
 }
 
 /// Options of `wake`.

@@ -1,4 +1,4 @@
-//! The commands: `serve` (the proxy), and `wake`, `sleep` and `health`, one-shot tools that print
+//! The commands: `serve` (the proxy), and `wake`, `sleep`, `health` and `doctor`, one-shot tools that print
 //! what they did (see "Commands" in docs/behaviour.md).
 
 use std::io::Write;
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{HealthArgs, ServeArgs, SleepCmdArgs, WakeCmdArgs};
+use crate::cli::{DoctorArgs, HealthArgs, ServeArgs, SleepCmdArgs, WakeCmdArgs};
 use crate::config::{BackendConfig, Config, ConfigError, OllamaConfig, WakeConfig};
 use crate::signals::Signals;
 use crate::sleep::Sleeper;
@@ -343,4 +343,29 @@ pub async fn health(args: HealthArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ollama-proxy doctor`: the configuration as `serve` reads it, checked machine by machine; exit 0
+/// when nothing is wrong, 1 with problems, 2 on bad configuration (see "Doctor" in
+/// docs/behaviour.md).
+pub async fn doctor(args: DoctorArgs) -> ExitCode {
+    let config = match Config::from_args(&args.serve) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let connect = config
+        .backends
+        .iter()
+        .map(|b| b.ollama.connect_timeout)
+        .max()
+        .unwrap_or_default();
+    let client = match http_client(connect, connect + crate::doctor::ANSWER_LIMIT) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let report = crate::doctor::run(&config, &client, args.send_wake).await;
+    for line in &report.lines {
+        tell!("{line}");
+    }
+    ExitCode::from(report.code)
 }

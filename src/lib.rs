@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub(crate) mod config;
 mod conn;
+pub(crate) mod doctor;
 pub(crate) mod driver;
 pub(crate) mod error;
 pub(crate) mod handler;

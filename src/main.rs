@@ -23,5 +23,6 @@ async fn main() -> ExitCode {
         Command::Wake(args) => commands::wake(args).await,
         Command::Sleep(args) => commands::sleep(args).await,
         Command::Health(args) => commands::health(args).await,
+        Command::Doctor(args) => commands::doctor(args).await,
     }
 }

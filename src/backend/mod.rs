@@ -195,16 +195,22 @@ impl DriverShared {
     /// in docs/behaviour.md).
     fn cache_file(&self, name: &str) -> Option<std::path::PathBuf> {
         let base = self.cache_file.as_ref()?;
-        if !self.several {
-            return Some(base.clone());
-        }
-        let stem = base.file_stem().unwrap_or_default().to_string_lossy();
-        let file = match base.extension() {
-            Some(ext) => format!("{stem}.{name}.{}", ext.to_string_lossy()),
-            None => format!("{stem}.{name}"),
-        };
-        Some(base.with_file_name(file))
+        Some(cache_file_of(base, self.several, name))
     }
+}
+
+/// The cache file of machine `name` given CACHE_FILE (`base`): `base` itself for a single machine,
+/// else `base` with the name before its extension.
+pub fn cache_file_of(base: &std::path::Path, several: bool, name: &str) -> std::path::PathBuf {
+    if !several {
+        return base.to_path_buf();
+    }
+    let stem = base.file_stem().unwrap_or_default().to_string_lossy();
+    let file = match base.extension() {
+        Some(ext) => format!("{stem}.{name}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{name}"),
+    };
+    base.with_file_name(file)
 }
 
 /// One request in flight on a [`Backend`]; dropped when it ends.

@@ -90,25 +90,61 @@ pub fn remove_orphans(path: &Path) {
     }
 }
 
+/// Why the cache file gave no entries.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no such file yet")]
+    Missing,
+    #[error("cannot read it: {0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("not a cache file (corrupt): {0}")]
+    Corrupt(#[source] serde_json::Error),
+}
+
+/// The entries in `path`, or why there are none.
+pub(super) fn load(path: &Path) -> Result<Entries, ReadError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(ReadError::Corrupt),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ReadError::Missing),
+        Err(e) => Err(ReadError::Unreadable(e)),
+    }
+}
+
 /// The entries in `path`; a missing, unreadable or corrupt file is empty (and warns, but missing).
 pub fn read(path: &Path) -> Entries {
-    match std::fs::read(path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(entries) => {
-                tracing::info!(path = %path.display(), "loaded the metadata cache");
-                entries
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring a corrupt cache file");
-                Entries::default()
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Entries::default(),
+    match load(path) {
+        Ok(entries) => {
+            tracing::info!(path = %path.display(), "loaded the metadata cache");
+            entries
+        }
+        Err(ReadError::Missing) => Entries::default(),
+        Err(e @ ReadError::Corrupt(_)) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring a corrupt cache file");
+            Entries::default()
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read the cache file; starting empty");
             Entries::default()
         }
     }
+}
+
+/// Whether the proxy could write `path`: creates (and removes) a temp file where [`write`] would.
+/// The error names the directory.
+pub fn check_writable(path: &Path) -> Result<(), String> {
+    let dir = dir_of(path);
+    tempfile::Builder::new()
+        .prefix(&temp_prefix(path))
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| {
+            // tempfile's error names the random temp file; the system's own reason is enough.
+            let e = e
+                .raw_os_error()
+                .map_or(e, std::io::Error::from_raw_os_error);
+            format!("cannot create a file in {}: {e}", dir.display())
+        })
 }
 
 /// A new temp file (created exclusively: never an existing file or link), fsync, rename over

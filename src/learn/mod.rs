@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use wol::{MacAddr, SenderConfig};
+use wol::MacAddr;
 
 use crate::backend::machine::State;
 use crate::cache::Cache;
@@ -119,12 +119,7 @@ impl Learner {
                     self.cache.set_learned(l);
                 }
                 Step::Use(l) => {
-                    let sender = SenderConfig {
-                        destinations: vec![l.broadcast],
-                        port: self.port,
-                        ..SenderConfig::default()
-                    };
-                    if let Err(e) = self.waker.set_magic(l.mac, sender) {
+                    if let Err(e) = self.waker.set_magic(l.mac, l.sender(self.port)) {
                         tracing::warn!(backend, error = %e, "cannot wake with the learned MAC");
                     } else {
                         tracing::info!(backend, mac = %l.mac, broadcast = %l.broadcast, port = self.port,

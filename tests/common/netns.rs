@@ -276,17 +276,7 @@ impl Net {
     /// (a static neighbour entry with the peer's MAC): a host that never answers, whose SYNs can be
     /// counted inside the namespace.
     pub fn phantom(&self) -> Ipv4Addr {
-        let out = Command::new("ip")
-            .args(["-n", &self.ns, "-o", "link", "show", "dev", &self.peer_if])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mac = text
-            .split("link/ether ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .to_string();
+        let mac = self.peer_mac();
         let o = self.host_ip.octets();
         let phantom = Ipv4Addr::new(o[0], o[1], o[2], 3);
         ip(&[
@@ -302,6 +292,23 @@ impl Net {
         ])
         .unwrap();
         phantom
+    }
+}
+
+impl Net {
+    /// The MAC of the namespace's end of the veth pair: what the neighbour table shows for
+    /// `peer_ip`.
+    pub fn peer_mac(&self) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns, "-o", "link", "show", "dev", &self.peer_if])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("link/ether ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string()
     }
 }
 
