@@ -273,8 +273,9 @@ impl Driver {
             return Ok(());
         };
         let retry = until.saturating_duration_since(now).as_secs().max(1);
-        // Logged and recorded once per window for requests, each time for the button.
-        if inner.limit.first_refusal(until) || cause.is_manual() {
+        // Logged and recorded once per window for requests, each time for the button (a press
+        // does not use up the window's one record of a request).
+        if cause.is_manual() || inner.limit.first_refusal(until) {
             tracing::warn!(method = %cause.method, path = %cause.path(), client = %cause.client,
                 key = %cause.key.as_deref().unwrap_or("-"), retry_after = retry,
                 "MAX_WAKES_PER_HOUR reached: requests that would wake the machine are refused");
