@@ -172,7 +172,7 @@ async fn status_lists_the_wake_with_its_cause_and_model_and_keeps_the_day_across
         .wait_log("waking Ollama", Duration::from_secs(10))
         .await;
     let log = proxy.stderr.lock().unwrap().clone();
-    assert!(log.contains("model=llama3.2"), "{log}");
+    assert!(log.contains("model=\"llama3.2\""), "{log}");
     let page = client().get(proxy.url("/proxy/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();

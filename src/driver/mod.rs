@@ -58,21 +58,15 @@ pub struct Cause {
     pub key: Option<Arc<str>>,
     /// The key's rights allow waking a machine.
     pub may_wake: bool,
-    /// The request's buffered body when its route names a model there (shared, not copied): read
-    /// only when a wake or a refusal is recorded (see [`Cause::model`]).
-    pub body: Option<bytes::Bytes>,
+    /// The model the request names, as logs and events show it (see [`crate::routing::shown`]):
+    /// found once, when the request's body was read.
+    pub model: Option<Arc<str>>,
 }
 
 impl Cause {
     /// The path the client asked for (without the query).
     pub fn path(&self) -> &str {
         self.uri.path()
-    }
-
-    /// The model the request names, if any.
-    pub fn model(&self) -> Option<String> {
-        let body = self.body.as_deref()?;
-        crate::routing::requested_model(self.method.as_str(), self.path(), body)
     }
 
     /// Asked for with the status page's "Wake now" button (see "Monitoring").

@@ -68,7 +68,7 @@ fn cause_at(path: &'static str) -> Cause {
         client: "127.0.0.1:1".parse().unwrap(),
         key: None,
         may_wake: true,
-        body: None,
+        model: None,
     }
 }
 

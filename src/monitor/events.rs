@@ -83,12 +83,16 @@ impl History {
 
     /// The history a file held, made plausible at `now` (the file may be crafted, or written
     /// while the wall clock was far ahead): nothing after tomorrow, no backwards asleep stretch, at
-    /// most [`KEEP`] events. A file without a ledger (written before it existed): its asleep
+    /// most [`KEEP`] events, model names cut as they are recorded. A file without a ledger (written before it existed): its asleep
     /// stretches and kept wake events make one, as far as they reach.
     fn settle(&mut self, now: u64) {
         let latest = now.saturating_add(DAY);
         self.events.retain(|e| e.at <= latest);
         self.events.truncate(KEEP);
+        // Files from before model names were cut.
+        for model in self.events.iter_mut().filter_map(|e| e.model.as_mut()) {
+            *model = crate::routing::shown(model);
+        }
         let stretches = std::mem::take(&mut self.asleep);
         if self.ledger.is_empty() {
             let plausible = stretches
@@ -191,9 +195,10 @@ mod tests {
     #[test]
     fn a_crafted_file_is_settled() {
         let now = 20_522 * DAY + 3600;
+        let long = "m\\n".repeat(100_000);
         let text = format!(
             r#"{{"events":[{{"at":18446744073709551615,"kind":"awake"}},
-                {{"at":{ok},"kind":"wake_requested"}}],
+                {{"at":{ok},"kind":"wake_requested","model":"{long}"}}],
               "asleep":[[{ok},{back}],[0,18446744073709551615],[{back},{ok}]]}}"#,
             ok = now - 60,
             back = now - 120
@@ -201,6 +206,11 @@ mod tests {
         let mut h: History = serde_json::from_str(&text).unwrap();
         h.settle(now);
         assert_eq!(h.events.len(), 1);
+        let model = h.events[0].model.as_deref().unwrap();
+        assert!(
+            model.chars().count() <= 128 && !model.contains('\n'),
+            "{model}"
+        );
         assert_eq!(h.ledger.over(now, 1), (1, 60));
     }
 }

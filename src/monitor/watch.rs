@@ -138,14 +138,13 @@ impl Watch {
         self.save(&log);
     }
 
-    /// Wake cycle started; `cause`: the request (or button) that asked for it, and the model it
-    /// names.
-    pub fn wake_started(&self, cause: Option<&Cause>, model: Option<String>) {
+    /// Wake cycle started; `cause`: the request (or button) that asked for it.
+    pub fn wake_started(&self, cause: Option<&Cause>) {
         let kind = match cause {
             Some(c) if c.is_manual() => WakeCause::Manual,
             _ => WakeCause::Work,
         };
-        let mut e = caused("wake_requested", kind, cause, model);
+        let mut e = caused("wake_requested", kind, cause);
         e.key = cause.and_then(|c| c.key.as_deref().map(String::from));
         {
             let mut log = self.lock();
@@ -164,7 +163,7 @@ impl Watch {
         } else {
             WakeCause::Work
         };
-        let mut e = caused("wake_refused", kind, Some(cause), cause.model());
+        let mut e = caused("wake_refused", kind, Some(cause));
         e.key = cause.key.as_deref().map(String::from);
         e.detail = Some(format!(
             "MAX_WAKES_PER_HOUR ({max}) reached; next wake possible in {retry} s"
@@ -212,12 +211,7 @@ impl Watch {
     /// A WAKE_INTERVAL wake went out alongside a request (`ok`: a method succeeded).
     pub fn wake_interval(&self, cause: &Cause, ok: bool) {
         self.m.cycles[WakeCause::WakeInterval as usize][if ok { 3 } else { 2 }].inc();
-        let e = caused(
-            "wake_sent",
-            WakeCause::WakeInterval,
-            Some(cause),
-            cause.model(),
-        );
+        let e = caused("wake_sent", WakeCause::WakeInterval, Some(cause));
         self.record(e);
     }
 
@@ -320,15 +314,15 @@ fn count_asleep(log: &mut Log, now: u64, mono: Instant) {
 }
 
 /// An event of `kind` with its cause: the request's method, path, model and client address.
-fn caused(kind: &str, why: WakeCause, cause: Option<&Cause>, model: Option<String>) -> Event {
+fn caused(kind: &str, why: WakeCause, cause: Option<&Cause>) -> Event {
     let mut e = Event::new(kind);
     e.cause = Some(why.as_str().into());
     if let Some(c) = cause {
         e.method = Some(c.method.to_string());
         e.path = Some(c.path().to_string());
         e.client = Some(c.client.ip().to_string());
+        e.model = c.model.as_deref().map(String::from);
     }
-    e.model = model;
     e
 }
 
