@@ -104,10 +104,8 @@ async fn answers_while_nobody_reads_the_log() {
 #[tokio::test]
 async fn a_model_name_forges_no_log_line_and_stays_short_in_the_events() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.json");
     let host = SleepingHost::new(Duration::from_millis(50)).await;
-    let mut argv = host.wake_args();
-    argv.extend(["--cache-file".into(), cache.display().to_string()]);
+    let argv = host.wake_args_with_cache(dir.path());
     let mut proxy = Child::start(&common::strs(&argv), &[]).await;
     // A line break and a forged line, then a megabyte of name: it wakes the machine.
     let forged = "WARN ollama_proxy: forged line";
