@@ -231,7 +231,7 @@ pub(crate) fn finish(
     model: Option<&str>,
 ) -> Result<Outgoing, ProxyError> {
     let mut cause = cause_of(&parts.method, &parts.uri, &parts.extensions, client);
-    cause.model = model.map(|m| Arc::from(crate::routing::shown(m)));
+    cause.model = model.map(|m| Arc::from(&*crate::routing::shown(m)));
     let patience = routes::patience(parts.uri.path());
     let mut out = Outgoing::new(parts, body, cause, backend.target(), patience)?;
     out.budget = permit;

@@ -48,7 +48,7 @@ fn decode(code: u8) -> State {
 }
 
 /// What caused a wake: for the log. Method and URI are the request's own (cloning them shares
-/// their bytes), so a cause costs no allocation per request.
+/// their bytes), so a cause costs no allocation per request but its model name's.
 #[derive(Debug, Clone)]
 pub struct Cause {
     pub method: Method,

@@ -91,7 +91,9 @@ impl History {
         self.events.truncate(KEEP);
         // Files from before model names were cut.
         for model in self.events.iter_mut().filter_map(|e| e.model.as_mut()) {
-            *model = crate::routing::shown(model);
+            if let std::borrow::Cow::Owned(cut) = crate::routing::shown(model) {
+                *model = cut;
+            }
         }
         let stretches = std::mem::take(&mut self.asleep);
         if self.ledger.is_empty() {

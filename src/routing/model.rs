@@ -1,6 +1,8 @@
 //! Which model a request names, and model names compared as Ollama compares them (see "Routing" in
 //! docs/behaviour.md).
 
+use std::borrow::Cow;
+
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -114,15 +116,18 @@ pub const SHOWN_MAX: usize = 128;
 /// A model name as logs and events show it (it comes from a client): at most [`SHOWN_MAX`]
 /// characters (a longer one cut, ending in `…`), control characters and those that break or
 /// reorder lines replaced by `\u{FFFD}`, so that a request can neither forge log lines nor fill
-/// the log or the events file.
-pub fn shown(name: &str) -> String {
+/// the log or the events file. A name that needs none of this is lent back as it is.
+pub fn shown(name: &str) -> Cow<'_, str> {
     let long = name.chars().nth(SHOWN_MAX).is_some();
+    if !long && name.chars().all(|c| harmless(c) == c) {
+        return Cow::Borrowed(name);
+    }
     let keep = if long { SHOWN_MAX - 1 } else { SHOWN_MAX };
     let mut out: String = name.chars().take(keep).map(harmless).collect();
     if long {
         out.push('…');
     }
-    out
+    Cow::Owned(out)
 }
 
 fn harmless(c: char) -> char {
@@ -237,14 +242,18 @@ mod tests {
 
     #[test]
     fn a_shown_name_is_short_and_on_one_line() {
-        assert_eq!(shown("llama3.2:latest"), "llama3.2:latest");
+        assert!(matches!(
+            shown("llama3.2:latest"),
+            Cow::Borrowed("llama3.2:latest")
+        ));
         assert_eq!(
             shown("a\nINFO forged\r\u{2028}"),
             "a\u{FFFD}INFO forged\u{FFFD}\u{FFFD}"
         );
         let exact = "é".repeat(SHOWN_MAX);
         assert_eq!(shown(&exact), exact);
-        let long = shown(&"é".repeat(1 << 20));
+        let name = "é".repeat(1 << 20);
+        let long = shown(&name);
         assert_eq!(long.chars().count(), SHOWN_MAX);
         assert!(long.ends_with("é…"));
     }
