@@ -156,7 +156,7 @@ pub(crate) fn cause_of(
         client,
         key: caller.and_then(|c| c.key.clone()),
         may_wake: rights && extensions.get::<routed::NoWake>().is_none(),
-        body: None,
+        model: None,
     }
 }
 
@@ -180,7 +180,13 @@ pub(crate) async fn prepare(
     let asleep = room_to_hold(backend, may_hold)?;
     let (parts, body) = req.into_parts();
     let (body, permit) = read_body(app, backend, &parts, body, asleep).await?;
-    finish(backend, parts, body, permit, client)
+    let model = match &body {
+        ReqBody::Buffered(bytes) => {
+            crate::routing::requested_model(parts.method.as_str(), parts.uri.path(), bytes)
+        }
+        _ => None,
+    };
+    finish(backend, parts, body, permit, client, model.as_deref())
 }
 
 /// Whether a request that may be held will be (its machine sleeps), after checking that the queue
@@ -214,20 +220,18 @@ pub(crate) async fn read_body(
         .map_err(|e| read_error(app, backend, parts.uri.path(), e))
 }
 
-/// The request for `backend`, its body taken in.
+/// The request for `backend`, its body taken in; `model`: the model its body names (for the
+/// events and the log: see "Monitoring").
 pub(crate) fn finish(
     backend: &Backend,
     parts: Parts,
     body: ReqBody,
     permit: Option<BudgetPermit>,
     client: SocketAddr,
+    model: Option<&str>,
 ) -> Result<Outgoing, ProxyError> {
     let mut cause = cause_of(&parts.method, &parts.uri, &parts.extensions, client);
-    // Kept for the model a wake's event names (see "Monitoring").
-    if let ReqBody::Buffered(bytes) = &body {
-        let names_model = crate::routing::model_keys(parts.method.as_str(), parts.uri.path());
-        cause.body = names_model.map(|_| bytes.clone());
-    }
+    cause.model = model.map(|m| Arc::from(&*crate::routing::shown(m)));
     let patience = routes::patience(parts.uri.path());
     let mut out = Outgoing::new(parts, body, cause, backend.target(), patience)?;
     out.budget = permit;

@@ -63,7 +63,7 @@ async fn by_model(app: &App, req: Request, client: SocketAddr) -> Result<Routed,
         _ => None,
     };
     let backend = Arc::clone(pick::for_model(&app.backends, model.as_deref()));
-    tracing::debug!(model = model.as_deref().unwrap_or(""), backend = %backend.name, client = %client, "routed");
+    tracing::debug!(model = ?model.as_deref().map(routing::shown), backend = %backend.name, client = %client, "routed");
     Ok(Routed {
         read: Ok(Read {
             parts,
@@ -91,7 +91,14 @@ pub(crate) async fn work(app: &App, req: Request, client: SocketAddr) -> Result<
         Err(req) => prepare(app, &backend, req, client, true).await?,
         Ok(r) => {
             room_to_hold(&backend, true)?;
-            finish(&backend, r.parts, r.body, r.permit, client)?
+            finish(
+                &backend,
+                r.parts,
+                r.body,
+                r.permit,
+                client,
+                model.as_deref(),
+            )?
         }
     };
     // A machine believed awake may have gone to sleep: when another awake one has the model, it

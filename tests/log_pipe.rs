@@ -1,5 +1,6 @@
 //! Logging can never stop the proxy: with stderr a broken pipe (the log reader exited) or a pipe
-//! nobody reads, the real binary still answers, still wakes, and still stops on SIGTERM.
+//! nobody reads, the real binary still answers, still wakes, and still stops on SIGTERM. Nor can a
+//! request forge log lines or grow the log and the events file with the model name it sends.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use common::{client, Child, Fake};
+use common::sleeping::SleepingHost;
+use common::{client, get_json, post_json, Child, Fake};
 
 /// Bound on each request and on the exit after SIGTERM.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -97,4 +99,39 @@ async fn answers_while_nobody_reads_the_log() {
         assert_eq!(resp.status().as_u16(), 200);
     }
     terminates_cleanly(&mut proxy).await;
+}
+
+#[tokio::test]
+async fn a_model_name_forges_no_log_line_and_stays_short_in_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = SleepingHost::new(Duration::from_millis(50)).await;
+    let argv = host.wake_args_with_cache(dir.path());
+    let mut proxy = Child::start(&common::strs(&argv), &[]).await;
+    // A line break and a forged line, then a megabyte of name: it wakes the machine.
+    let forged = "WARN ollama_proxy: forged line";
+    let model = format!("llama3.2\n{forged}\n{}", "x".repeat(1 << 20));
+    let chat = json!({"model": model, "messages": [], "stream": false});
+    let resp = post_json(proxy.url("/api/chat"), &chat).await;
+    assert_eq!(resp.status(), 200);
+    proxy.wait_log("waking Ollama", LIMIT).await;
+    let status = get_json(proxy.url("/proxy/status")).await;
+    let events = status["backends"][0]["events"].as_array().unwrap();
+    let wake = events.iter().find(|e| e["kind"] == "wake_requested");
+    let shown = wake.unwrap()["model"].as_str().unwrap();
+    assert!(shown.starts_with("llama3.2"), "{shown}");
+    assert!(shown.chars().count() <= 128, "{} chars", shown.len());
+    assert!(!shown.contains('\n'), "{shown}");
+    terminates_cleanly(&mut proxy).await;
+    let log = proxy.stderr.lock().unwrap().clone();
+    for line in log.lines() {
+        assert!(line.len() < 2000, "a line of {} bytes", line.len());
+        assert!(
+            !line.contains(forged) || line.contains("waking Ollama"),
+            "a forged line: {line}"
+        );
+    }
+    assert!(log.contains("model=\"llama3.2"), "{log}");
+    let file = dir.path().join("cache.events.json");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size < 16 * 1024, "the events file has {size} bytes");
 }

@@ -142,10 +142,8 @@ async fn metrics_move_by_exactly_the_expected_amounts() {
 #[tokio::test]
 async fn status_lists_the_wake_with_its_cause_and_model_and_keeps_the_day_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.json");
     let host = SleepingHost::new(Duration::from_millis(50)).await;
-    let mut argv = host.wake_args();
-    argv.extend(["--cache-file".into(), cache.display().to_string()]);
+    let argv = host.wake_args_with_cache(dir.path());
     let mut proxy = Child::start(&common::strs(&argv), &[]).await;
     let started = now();
     let resp = post_json(proxy.url("/api/chat"), &chat()).await;
@@ -172,7 +170,7 @@ async fn status_lists_the_wake_with_its_cause_and_model_and_keeps_the_day_across
         .wait_log("waking Ollama", Duration::from_secs(10))
         .await;
     let log = proxy.stderr.lock().unwrap().clone();
-    assert!(log.contains("model=llama3.2"), "{log}");
+    assert!(log.contains("model=\"llama3.2\""), "{log}");
     let page = client().get(proxy.url("/proxy/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();

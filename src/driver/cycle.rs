@@ -23,12 +23,11 @@ impl Driver {
             return;
         };
         let cause = self.lock().cause.take();
-        let model = cause.as_ref().and_then(super::Cause::model);
         if let Some(c) = &cause {
-            tracing::info!(cycle, method = %c.method, path = %c.path(), model = %model.as_deref().unwrap_or("-"),
+            tracing::info!(cycle, method = %c.method, path = %c.path(), model = ?c.model.as_deref().unwrap_or("-"),
                 client = %c.client, key = %c.key.as_deref().unwrap_or("-"), "waking Ollama");
         }
-        self.watch.wake_started(cause.as_ref(), model);
+        self.watch.wake_started(cause.as_ref());
         let (w, watch) = (Arc::clone(&waker), Arc::clone(&self.watch));
         tokio::spawn(async move {
             let outcomes = w.wake_all().await;

@@ -48,7 +48,7 @@ fn decode(code: u8) -> State {
 }
 
 /// What caused a wake: for the log. Method and URI are the request's own (cloning them shares
-/// their bytes), so a cause costs no allocation per request.
+/// their bytes), so a cause costs no allocation per request but its model name's.
 #[derive(Debug, Clone)]
 pub struct Cause {
     pub method: Method,
@@ -58,21 +58,15 @@ pub struct Cause {
     pub key: Option<Arc<str>>,
     /// The key's rights allow waking a machine.
     pub may_wake: bool,
-    /// The request's buffered body when its route names a model there (shared, not copied): read
-    /// only when a wake or a refusal is recorded (see [`Cause::model`]).
-    pub body: Option<bytes::Bytes>,
+    /// The model the request names, as logs and events show it (see [`crate::routing::shown`]):
+    /// found once, when the request's body was read.
+    pub model: Option<Arc<str>>,
 }
 
 impl Cause {
     /// The path the client asked for (without the query).
     pub fn path(&self) -> &str {
         self.uri.path()
-    }
-
-    /// The model the request names, if any.
-    pub fn model(&self) -> Option<String> {
-        let body = self.body.as_deref()?;
-        crate::routing::requested_model(self.method.as_str(), self.path(), body)
     }
 
     /// Asked for with the status page's "Wake now" button (see "Monitoring").
@@ -279,8 +273,9 @@ impl Driver {
             return Ok(());
         };
         let retry = until.saturating_duration_since(now).as_secs().max(1);
-        // Logged and recorded once per window for requests, each time for the button.
-        if inner.limit.first_refusal(until) || cause.is_manual() {
+        // Logged and recorded once per window for requests, each time for the button (a press
+        // does not use up the window's one record of a request).
+        if cause.is_manual() || inner.limit.first_refusal(until) {
             tracing::warn!(method = %cause.method, path = %cause.path(), client = %cause.client,
                 key = %cause.key.as_deref().unwrap_or("-"), retry_after = retry,
                 "MAX_WAKES_PER_HOUR reached: requests that would wake the machine are refused");

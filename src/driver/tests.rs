@@ -14,6 +14,11 @@ use crate::wake::Waker;
 
 /// A driver for an Ollama on a closed port, waking with magic packets to a local UDP socket.
 fn driver(packets: &std::net::UdpSocket) -> Arc<Driver> {
+    limited(packets, None)
+}
+
+/// [`driver`] with MAX_WAKES_PER_HOUR `max`.
+fn limited(packets: &std::net::UdpSocket, max: Option<usize>) -> Arc<Driver> {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     let port = packets.local_addr().unwrap().port().to_string();
@@ -42,7 +47,7 @@ fn driver(packets: &std::net::UdpSocket) -> Arc<Driver> {
         probe_timeout: Duration::from_secs(2),
         wake_interval: Duration::from_secs(600),
         max_queue: 1000,
-        max_wakes_per_hour: None,
+        max_wakes_per_hour: max,
     };
     Arc::new(Driver::new(
         Some(waker),
@@ -53,13 +58,17 @@ fn driver(packets: &std::net::UdpSocket) -> Arc<Driver> {
 }
 
 fn cause() -> Cause {
+    cause_at("/api/chat")
+}
+
+fn cause_at(path: &'static str) -> Cause {
     Cause {
         method: axum::http::Method::POST,
-        uri: axum::http::Uri::from_static("/api/chat"),
+        uri: axum::http::Uri::from_static(path),
         client: "127.0.0.1:1".parse().unwrap(),
         key: None,
         may_wake: true,
-        body: None,
+        model: None,
     }
 }
 
@@ -104,4 +113,31 @@ async fn requests_racing_a_release_start_no_second_cycle() {
         );
         d.stop();
     }
+}
+
+#[tokio::test]
+async fn a_refused_button_press_leaves_the_first_work_refusal_of_the_window_recorded() {
+    let packets = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let d = limited(&packets, Some(1));
+    d.unreachable();
+    let button = cause_at("/proxy/backends/default/wake");
+    assert!(d.try_wake(&button).is_ok());
+    d.answered();
+    d.unreachable();
+    // The one wake of the hour is used up: the button, then a request, are refused.
+    assert!(matches!(
+        d.try_wake(&button),
+        Err(crate::error::ProxyError::WakeLimit(_))
+    ));
+    assert!(matches!(
+        d.hold(&cause()),
+        Err(crate::error::ProxyError::WakeLimit(_))
+    ));
+    // Later requests in the same window are not recorded again.
+    assert!(d.hold(&cause()).is_err());
+    let events = d.watch.snapshot().events;
+    let refused: Vec<_> = events.iter().filter(|e| e.kind == "wake_refused").collect();
+    let causes: Vec<_> = refused.iter().map(|e| e.cause.as_deref()).collect();
+    assert_eq!(causes, [Some("work"), Some("manual")], "{events:?}");
+    d.stop();
 }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::ledger::Ledger;
+use super::ledger::{Ledger, DAY};
 
 /// Events kept per machine.
 pub const KEEP: usize = 100;
@@ -81,20 +81,34 @@ impl History {
         self.events.truncate(KEEP);
     }
 
-    /// A file without a ledger: its asleep stretches and kept wake events make one (as far as
-    /// they reach).
-    fn fill_ledger(&mut self) {
+    /// The history a file held, made plausible at `now` (the file may be crafted, or written
+    /// while the wall clock was far ahead): nothing after tomorrow, no backwards asleep stretch, at
+    /// most [`KEEP`] events, model names cut as they are recorded. A file without a ledger (written before it existed): its asleep
+    /// stretches and kept wake events make one, as far as they reach.
+    fn settle(&mut self, now: u64) {
+        let latest = now.saturating_add(DAY);
+        self.events.retain(|e| e.at <= latest);
+        self.events.truncate(KEEP);
+        // Files from before model names were cut.
+        for model in self.events.iter_mut().filter_map(|e| e.model.as_mut()) {
+            if let std::borrow::Cow::Owned(cut) = crate::routing::shown(model) {
+                *model = cut;
+            }
+        }
         let stretches = std::mem::take(&mut self.asleep);
-        if !self.ledger.is_empty() {
-            return;
+        if self.ledger.is_empty() {
+            let plausible = stretches
+                .into_iter()
+                .filter(|&(f, t)| f <= t && t <= latest);
+            for (from, to) in plausible {
+                self.ledger.asleep(from, to);
+            }
+            let wakes = self.events.iter().rev();
+            for e in wakes.filter(|e| e.kind == "wake_requested") {
+                self.ledger.wake(e.at);
+            }
         }
-        for (from, to) in stretches {
-            self.ledger.asleep(from, to);
-        }
-        let wakes = self.events.iter().rev();
-        for e in wakes.filter(|e| e.kind == "wake_requested") {
-            self.ledger.wake(e.at);
-        }
+        self.ledger = std::mem::take(&mut self.ledger).loaded(now);
     }
 }
 
@@ -109,7 +123,7 @@ pub fn read(path: &Path) -> History {
     match std::fs::read(path) {
         Ok(bytes) => match serde_json::from_slice::<History>(&bytes) {
             Ok(mut h) => {
-                h.fill_ledger();
+                h.settle(unix_now());
                 h
             }
             Err(e) => {
@@ -140,16 +154,17 @@ mod tests {
     #[test]
     fn ring_and_file() {
         let mut h = History::default();
+        let start = unix_now() - 1000;
         for i in 0..150 {
             h.push(Event {
-                at: i,
+                at: start + i,
                 kind: "wake_requested".into(),
                 ..Event::default()
             });
         }
         assert_eq!(h.events.len(), KEEP);
-        assert_eq!(h.events.front().map(|e| e.at), Some(149));
-        h.ledger.asleep(100, 200);
+        assert_eq!(h.events.front().map(|e| e.at), Some(start + 149));
+        h.ledger.asleep(start + 100, start + 200);
         let dir = tempfile::tempdir().unwrap();
         let file = file_for(&dir.path().join("cache.json"));
         assert!(file.ends_with("cache.events.json"));
@@ -163,7 +178,7 @@ mod tests {
     fn a_file_from_before_the_ledger_and_the_model_loads() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cache.events.json");
-        let day = 20_522 * 86_400;
+        let day = unix_now() / DAY * DAY;
         let old = format!(
             r#"{{"events":[{{"at":{},"kind":"awake"}},{{"at":{},"kind":"wake_requested","cause":"work","method":"POST","path":"/api/chat","client":"10.0.0.2"}}],"asleep":[[{},{}]]}}"#,
             day + 100,
@@ -177,5 +192,27 @@ mod tests {
         assert_eq!(h.events[1].model, None);
         assert_eq!(h.ledger.over(day + 200, 1), (1, 60));
         assert!(h.asleep.is_empty());
+    }
+
+    #[test]
+    fn a_crafted_file_is_settled() {
+        let now = 20_522 * DAY + 3600;
+        let long = "m\\n".repeat(100_000);
+        let text = format!(
+            r#"{{"events":[{{"at":18446744073709551615,"kind":"awake"}},
+                {{"at":{ok},"kind":"wake_requested","model":"{long}"}}],
+              "asleep":[[{ok},{back}],[0,18446744073709551615],[{back},{ok}]]}}"#,
+            ok = now - 60,
+            back = now - 120
+        );
+        let mut h: History = serde_json::from_str(&text).unwrap();
+        h.settle(now);
+        assert_eq!(h.events.len(), 1);
+        let model = h.events[0].model.as_deref().unwrap();
+        assert!(
+            model.chars().count() <= 128 && !model.contains('\n'),
+            "{model}"
+        );
+        assert_eq!(h.ledger.over(now, 1), (1, 60));
     }
 }

@@ -1,7 +1,9 @@
 //! The daily ledger of one machine: per UTC day, the wake cycles started and the seconds it was
 //! known asleep, for the last [`DAYS`] days, so that "wakes today" and "hours asleep" do not depend
 //! on how many events are kept (see "Monitoring" in docs/behaviour.md). Pure: times are Unix
-//! seconds given by the caller.
+//! seconds given by the caller. Whatever a file holds, nothing here overflows or loops long: sums
+//! saturate, a day holds at most a day asleep, and days after tomorrow are dropped (a wall clock
+//! that jumped ahead, or a crafted file).
 
 use std::collections::VecDeque;
 
@@ -10,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Days kept (today and the seven before it).
 pub const DAYS: u64 = 8;
 /// Seconds in a (UTC) day.
-const DAY: u64 = 86_400;
+pub const DAY: u64 = 86_400;
 
 /// The UTC day of Unix time `at` (days since 1970-01-01).
 pub fn day_of(at: u64) -> u64 {
@@ -46,7 +48,7 @@ impl Ledger {
             Ok(i) => {
                 if let Some(d) = self.0.get_mut(i) {
                     d.wakes = d.wakes.saturating_add(wakes);
-                    d.asleep_s += asleep_s;
+                    d.asleep_s = d.asleep_s.saturating_add(asleep_s).min(DAY);
                 }
             }
             Err(i) => self.0.insert(
@@ -54,37 +56,60 @@ impl Ledger {
                 Day {
                     day,
                     wakes,
-                    asleep_s,
+                    asleep_s: asleep_s.min(DAY),
                 },
             ),
         }
     }
 
-    /// Drops the days more than [`DAYS`] - 1 before the day of `now`.
-    pub fn prune(&mut self, now: u64) {
-        let oldest = day_of(now).saturating_sub(DAYS - 1);
+    /// Drops the days more than [`DAYS`] - 1 before the day of `at`.
+    fn forget_old(&mut self, at: u64) {
+        let oldest = day_of(at).saturating_sub(DAYS - 1);
         while self.0.front().is_some_and(|d| d.day < oldest) {
             self.0.pop_front();
         }
     }
 
+    /// Drops the days more than [`DAYS`] - 1 before the day of `now`, and those after tomorrow.
+    pub fn prune(&mut self, now: u64) {
+        self.forget_old(now);
+        let latest = day_of(now).saturating_add(1);
+        while self.0.back().is_some_and(|d| d.day > latest) {
+            self.0.pop_back();
+        }
+    }
+
+    /// The ledger a file held, made plausible at `now`: days in order and each once, at most a day
+    /// asleep each, none older than kept or after tomorrow.
+    pub fn loaded(self, now: u64) -> Ledger {
+        let mut l = Ledger::default();
+        for d in self.0 {
+            l.add(d.day, d.wakes, d.asleep_s);
+        }
+        l.prune(now);
+        l
+    }
+
     /// A wake cycle started at `at`.
     pub fn wake(&mut self, at: u64) {
         self.add(day_of(at), 1, 0);
-        self.prune(at);
+        self.forget_old(at);
     }
 
     /// The machine was asleep from `from` to `to`: each day gets its share (a sleep over midnight
-    /// counts on both days). Days older than the ledger keeps are left out.
+    /// counts on both days). Days older than the ledger keeps are left out, so this loops at most
+    /// [`DAYS`] times whatever `from` and `to` are.
     pub fn asleep(&mut self, from: u64, to: u64) {
-        let kept_from = day_of(to).saturating_sub(DAYS - 1) * DAY;
+        let kept_from = day_of(to).saturating_sub(DAYS - 1).saturating_mul(DAY);
         let mut at = from.max(kept_from);
         while at < to {
-            let end = ((day_of(at) + 1) * DAY).min(to);
-            self.add(day_of(at), 0, end - at);
+            // Saturates only in the last day of u64 time, which `to` then ends.
+            let midnight = day_of(at).saturating_add(1).saturating_mul(DAY);
+            let end = midnight.min(to);
+            self.add(day_of(at), 0, end.saturating_sub(at));
             at = end;
         }
-        self.prune(to);
+        self.forget_old(to);
     }
 
     /// Wake cycles and seconds asleep over the `days` days up to and including the day of `now`.
@@ -92,7 +117,12 @@ impl Ledger {
         let today = day_of(now);
         let first = (today + 1).saturating_sub(days);
         let recent = self.0.iter().filter(|d| d.day >= first && d.day <= today);
-        recent.fold((0, 0), |(w, s), d| (w + u64::from(d.wakes), s + d.asleep_s))
+        recent.fold((0, 0), |(w, s), d| {
+            (
+                w.saturating_add(u64::from(d.wakes)),
+                s.saturating_add(d.asleep_s),
+            )
+        })
     }
 }
 
@@ -162,5 +192,55 @@ mod tests {
         assert_eq!(serde_json::from_str::<Ledger>(&json).unwrap(), l);
         let old: Ledger = serde_json::from_str(r#"[{"day": 20522}]"#).unwrap();
         assert_eq!(old.over(20522 * DAY, 1), (0, 0));
+    }
+
+    #[test]
+    fn extreme_times_neither_overflow_nor_loop() {
+        let mut l = Ledger::default();
+        l.asleep(u64::MAX - 10, u64::MAX);
+        l.asleep(0, u64::MAX);
+        l.asleep(u64::MAX, 0);
+        l.wake(u64::MAX);
+        l.wake(u64::MAX);
+        assert!(l.0.len() as u64 <= DAYS);
+        assert!(l.0.iter().all(|d| d.asleep_s <= DAY));
+        assert_eq!(l.over(u64::MAX, 7).0, 2);
+        assert_eq!(l.over(u64::MAX, u64::MAX).0, 2);
+        // Backwards: nothing.
+        let mut l = Ledger::default();
+        l.asleep(MIDNIGHT + 10, MIDNIGHT);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn a_crafted_file_loads_plausible() {
+        let today = day_of(MIDNIGHT);
+        let json = format!(
+            r#"[{{"day":{t},"wakes":4294967295,"asleep_s":18446744073709551615}},
+                {{"day":{t},"wakes":7,"asleep_s":18446744073709551615}},
+                {{"day":{y},"wakes":1,"asleep_s":60}},
+                {{"day":{far},"wakes":1,"asleep_s":1}},
+                {{"day":18446744073709551615,"wakes":1}},
+                {{"day":0,"wakes":1}}]"#,
+            t = today,
+            y = today - 1,
+            far = today + 2
+        );
+        let l: Ledger = serde_json::from_str(&json).unwrap();
+        let l = l.loaded(MIDNIGHT + 5);
+        let days: Vec<u64> = l.0.iter().map(|d| d.day).collect();
+        assert_eq!(days, [today - 1, today]);
+        assert_eq!(l.0[1].wakes, u32::MAX);
+        assert_eq!(l.over(MIDNIGHT + 5, 1), (u64::from(u32::MAX), DAY));
+        assert_eq!(l.over(MIDNIGHT + 5, 7), (u64::from(u32::MAX) + 1, DAY + 60));
+        // A day after tomorrow (the clock jumped ahead, then back) is not counted, and goes at
+        // the next prune.
+        let mut l = l;
+        l.wake(MIDNIGHT + 3 * DAY);
+        l.wake(MIDNIGHT);
+        assert_eq!(l.over(MIDNIGHT, 1).0, u64::from(u32::MAX));
+        l.prune(MIDNIGHT);
+        assert!(l.0.iter().all(|d| d.day <= today + 1));
+        assert_eq!(l.0.len(), 2);
     }
 }

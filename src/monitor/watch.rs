@@ -16,9 +16,9 @@ struct Log {
     state: State,
     /// Unix seconds of the last state change.
     since: u64,
-    /// Asleep now: up to when (Unix) the ledger counts it, and since when the counter was last
-    /// brought up to date.
-    asleep_counted: Option<u64>,
+    /// Asleep now: up to when (monotonic) the ledger counts it, and since when the counter was
+    /// last brought up to date.
+    asleep_counted: Option<Instant>,
     asleep_mark: Option<Instant>,
     /// The cause of the running (or last) wake cycle, and whether every wake method failed.
     cycle_cause: WakeCause,
@@ -88,13 +88,13 @@ impl Watch {
             self.m.asleep_seconds.inc_by(mark.elapsed().as_secs_f64());
         }
         if log.asleep_counted.is_some() {
-            count_asleep(&mut log, now);
+            count_asleep(&mut log, now, Instant::now());
             log.asleep_counted = None;
             log.seq += 1;
             self.save(&log);
         }
         if to == State::Asleep {
-            log.asleep_counted = Some(now);
+            log.asleep_counted = Some(Instant::now());
             log.asleep_mark = Some(Instant::now());
         }
         for (gauge, s) in self.m.state.iter().zip(STATES) {
@@ -118,7 +118,7 @@ impl Watch {
     pub fn close(&self) {
         let mut log = self.lock();
         let asleep = log.asleep_counted.is_some();
-        count_asleep(&mut log, unix_now());
+        count_asleep(&mut log, unix_now(), Instant::now());
         let Some(path) = &self.file else { return };
         let mut last = self.written.lock().unwrap_or_else(|e| e.into_inner());
         if !asleep && *last >= log.seq {
@@ -138,20 +138,20 @@ impl Watch {
         self.save(&log);
     }
 
-    /// Wake cycle started; `cause`: the request (or button) that asked for it, and the model it
-    /// names.
-    pub fn wake_started(&self, cause: Option<&Cause>, model: Option<String>) {
+    /// Wake cycle started; `cause`: the request (or button) that asked for it.
+    pub fn wake_started(&self, cause: Option<&Cause>) {
         let kind = match cause {
             Some(c) if c.is_manual() => WakeCause::Manual,
             _ => WakeCause::Work,
         };
-        let mut e = caused("wake_requested", kind, cause, model);
+        let mut e = caused("wake_requested", kind, cause);
         e.key = cause.and_then(|c| c.key.as_deref().map(String::from));
         {
             let mut log = self.lock();
             log.cycle_cause = kind;
             log.methods_failed = false;
             log.history.ledger.wake(e.at);
+            log.history.ledger.prune(e.at);
         }
         self.record(e);
     }
@@ -163,7 +163,7 @@ impl Watch {
         } else {
             WakeCause::Work
         };
-        let mut e = caused("wake_refused", kind, Some(cause), cause.model());
+        let mut e = caused("wake_refused", kind, Some(cause));
         e.key = cause.key.as_deref().map(String::from);
         e.detail = Some(format!(
             "MAX_WAKES_PER_HOUR ({max}) reached; next wake possible in {retry} s"
@@ -211,12 +211,7 @@ impl Watch {
     /// A WAKE_INTERVAL wake went out alongside a request (`ok`: a method succeeded).
     pub fn wake_interval(&self, cause: &Cause, ok: bool) {
         self.m.cycles[WakeCause::WakeInterval as usize][if ok { 3 } else { 2 }].inc();
-        let e = caused(
-            "wake_sent",
-            WakeCause::WakeInterval,
-            Some(cause),
-            cause.model(),
-        );
+        let e = caused("wake_sent", WakeCause::WakeInterval, Some(cause));
         self.record(e);
     }
 
@@ -265,7 +260,7 @@ impl Watch {
     pub fn snapshot(&self) -> Snapshot {
         let mut log = self.lock();
         let now = unix_now();
-        count_asleep(&mut log, now);
+        count_asleep(&mut log, now, Instant::now());
         let ledger = &log.history.ledger;
         let (wakes_today, asleep_today_s) = ledger.over(now, 1);
         let (_, asleep_week_s) = ledger.over(now, 7);
@@ -303,23 +298,55 @@ impl Watch {
     }
 }
 
-/// Adds the time asleep since it was last counted to the ledger (the machine is asleep now).
-fn count_asleep(log: &mut Log, now: u64) {
-    if let Some(from) = log.asleep_counted {
-        log.history.ledger.asleep(from, now);
-        log.asleep_counted = Some(now);
+/// Adds the time asleep since it was last counted to the ledger (the machine is asleep now):
+/// measured on the monotonic clock (`mono` is now on it) and placed to end at the wall-clock
+/// `now`, so that a wall clock that jumps (NTP setting the clock of a machine without a real-time
+/// clock) credits no sleep that did not happen.
+fn count_asleep(log: &mut Log, now: u64, mono: Instant) {
+    if let Some(mark) = log.asleep_counted {
+        let secs = mono.saturating_duration_since(mark).as_secs();
+        let ledger = &mut log.history.ledger;
+        ledger.asleep(now.saturating_sub(secs), now);
+        ledger.prune(now);
+        // The part of a second not counted yet is counted next time.
+        log.asleep_counted = Some(mark.checked_add(Duration::from_secs(secs)).unwrap_or(mono));
     }
 }
 
 /// An event of `kind` with its cause: the request's method, path, model and client address.
-fn caused(kind: &str, why: WakeCause, cause: Option<&Cause>, model: Option<String>) -> Event {
+fn caused(kind: &str, why: WakeCause, cause: Option<&Cause>) -> Event {
     let mut e = Event::new(kind);
     e.cause = Some(why.as_str().into());
     if let Some(c) = cause {
         e.method = Some(c.method.to_string());
         e.path = Some(c.path().to_string());
         e.client = Some(c.client.ip().to_string());
+        e.model = c.model.as_deref().map(String::from);
     }
-    e.model = model;
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_clock_jump_credits_only_the_time_really_asleep() {
+        let w = Watch::new("", None, None);
+        w.state_changed(State::Asleep);
+        let mut log = w.lock();
+        let mark = log.asleep_counted.unwrap();
+        // Five years later by the wall clock, 90.5 s later by the monotonic one.
+        let later = unix_now() + 5 * 365 * 86_400;
+        count_asleep(&mut log, later, mark + Duration::from_millis(90_500));
+        assert_eq!(log.history.ledger.over(later, 7), (0, 90));
+        // The half second is counted with the next second.
+        count_asleep(&mut log, later + 1, mark + Duration::from_millis(91_000));
+        assert_eq!(log.history.ledger.over(later + 1, 7), (0, 91));
+        // The wall clock set back: the days after tomorrow are dropped.
+        let back = later - 86_400 * 365;
+        count_asleep(&mut log, back, mark + Duration::from_millis(92_000));
+        assert_eq!(log.history.ledger.over(back, 7), (0, 1));
+        assert_eq!(log.history.ledger.over(later + 1, 7), (0, 0));
+    }
 }

@@ -4,7 +4,7 @@
 pub mod lists;
 pub mod model;
 
-pub use model::{canonical, model_keys, requested_model, same_model};
+pub use model::{canonical, model_keys, requested_model, same_model, shown};
 
 /// What is known of a backend, as far as routing cares. A `Backend` unit maps its own state onto
 /// this; an `always_on` machine that has not failed counts as [`Availability::Awake`].

@@ -1,7 +1,10 @@
 //! Which model a request names, and model names compared as Ollama compares them (see "Routing" in
 //! docs/behaviour.md).
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
 
 /// Ollama's defaults for the parts a model name leaves out: `llama3.2` is
 /// `registry.ollama.ai/library/llama3.2:latest`.
@@ -60,19 +63,81 @@ pub fn model_keys(method: &str, path: &str) -> Option<&'static [&'static str]> {
 
 /// The model a request names: the first of [`model_keys`] that is a non-empty string in the JSON
 /// object `body`. Keys match as Ollama's JSON decoding matches them: exactly, else in any letter
-/// case. `None` for a request without a model, or a body that is not a JSON object.
+/// case. `None` for a request without a model, or a body that is not a JSON object. Only the
+/// values of those keys are kept: the rest of the body (prompts, images) is skipped unread.
 pub fn requested_model(method: &str, path: &str, body: &[u8]) -> Option<String> {
     let keys = model_keys(method, path)?;
-    let object: Map<String, Value> = serde_json::from_slice(body).ok()?;
-    keys.iter().find_map(|key| {
-        let value = object.get(*key).or_else(|| {
-            object
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v)
-        })?;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let found = (&mut de).deserialize_map(Named { keys }).ok()?;
+    de.end().ok()?;
+    found.into_iter().find_map(|(exact, folded)| {
+        let value = exact.or(folded)?;
         value.as_str().filter(|s| !s.is_empty()).map(str::to_string)
     })
+}
+
+/// Reads the values of `keys` from a JSON object: per key, the value under exactly that key (the
+/// last one), and the first under it in another letter case.
+struct Named {
+    keys: &'static [&'static str],
+}
+
+type Found = Vec<(Option<Value>, Option<Value>)>;
+
+impl<'de> Visitor<'de> for Named {
+    type Value = Found;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut found: Found = vec![(None, None); self.keys.len()];
+        while let Some(key) = map.next_key::<String>()? {
+            let Some(i) = self.keys.iter().position(|k| k.eq_ignore_ascii_case(&key)) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let value: Value = map.next_value()?;
+            let is_exact = self.keys.get(i).is_some_and(|k| *k == key);
+            match found.get_mut(i) {
+                Some((exact, _)) if is_exact => *exact = Some(value),
+                Some((_, folded @ None)) => *folded = Some(value),
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Longest model name logs and events show, in characters.
+pub const SHOWN_MAX: usize = 128;
+
+/// A model name as logs and events show it (it comes from a client): at most [`SHOWN_MAX`]
+/// characters (a longer one cut, ending in `…`), control characters and those that break or
+/// reorder lines replaced by `\u{FFFD}`, so that a request can neither forge log lines nor fill
+/// the log or the events file. A name that needs none of this is lent back as it is.
+pub fn shown(name: &str) -> Cow<'_, str> {
+    let long = name.chars().nth(SHOWN_MAX).is_some();
+    if !long && name.chars().all(|c| harmless(c) == c) {
+        return Cow::Borrowed(name);
+    }
+    let keep = if long { SHOWN_MAX - 1 } else { SHOWN_MAX };
+    let mut out: String = name.chars().take(keep).map(harmless).collect();
+    if long {
+        out.push('…');
+    }
+    Cow::Owned(out)
+}
+
+fn harmless(c: char) -> char {
+    let breaks =
+        matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if c.is_control() || breaks {
+        '\u{FFFD}'
+    } else {
+        c
+    }
 }
 
 #[cfg(test)]
@@ -151,8 +216,45 @@ mod tests {
             requested_model("POST", "/api/embed", cased).as_deref(),
             Some("llama3.2")
         );
-        for bad in [&b"not json"[..], b"[]", br#"{"model":5}"#, b""] {
+        for bad in [
+            &b"not json"[..],
+            b"[]",
+            br#"{"model":5}"#,
+            b"",
+            br#"{"model":"a"} x"#,
+            br#"{"model":"a""#,
+        ] {
             assert_eq!(requested_model("POST", "/api/chat", bad), None);
         }
+        // Exactly the key wins over another case, and is not replaced by it; other keys and
+        // nested objects are skipped.
+        let mixed = br#"{"MODEL":"x","messages":[{"model":"y"}],"model":"b","Model":"c"}"#;
+        assert_eq!(
+            requested_model("POST", "/api/chat", mixed).as_deref(),
+            Some("b")
+        );
+        let escaped = br#"{"mod\u0065l":"llama3.2"}"#;
+        assert_eq!(
+            requested_model("POST", "/api/chat", escaped).as_deref(),
+            Some("llama3.2")
+        );
+    }
+
+    #[test]
+    fn a_shown_name_is_short_and_on_one_line() {
+        assert!(matches!(
+            shown("llama3.2:latest"),
+            Cow::Borrowed("llama3.2:latest")
+        ));
+        assert_eq!(
+            shown("a\nINFO forged\r\u{2028}"),
+            "a\u{FFFD}INFO forged\u{FFFD}\u{FFFD}"
+        );
+        let exact = "é".repeat(SHOWN_MAX);
+        assert_eq!(shown(&exact), exact);
+        let name = "é".repeat(1 << 20);
+        let long = shown(&name);
+        assert_eq!(long.chars().count(), SHOWN_MAX);
+        assert!(long.ends_with("é…"));
     }
 }

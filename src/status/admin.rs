@@ -80,7 +80,7 @@ pub async fn act(app: &App, req: Request, client: SocketAddr, name: &str, action
         client,
         key: None,
         may_wake: true,
-        body: None,
+        model: None,
     };
     let outcome = match action {
         Action::Wake => wake(backend, &cause, app.cfg.access.max_wakes_per_hour),

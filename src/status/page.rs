@@ -48,9 +48,14 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// Unix seconds as `2026-01-31T12:00:00Z`.
+/// Unix seconds as `2026-01-31T12:00:00Z`; past the year 9999 (which RFC 3339 cannot write), the
+/// seconds.
 pub fn rfc3339(at: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(at)).to_string()
+    let mut out = String::new();
+    match UNIX_EPOCH.checked_add(Duration::from_secs(at)) {
+        Some(t) if write!(out, "{}", humantime::format_rfc3339_seconds(t)).is_ok() => out,
+        _ => format!("{at} s after 1970"),
+    }
 }
 
 fn ago(at: u64) -> String {
@@ -201,5 +206,15 @@ mod tests {
             super::esc("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
+    }
+
+    #[test]
+    fn any_time_is_written_without_a_panic() {
+        assert_eq!(super::rfc3339(1_773_100_800), "2026-03-10T00:00:00Z");
+        assert_eq!(
+            super::rfc3339(u64::MAX),
+            "18446744073709551615 s after 1970"
+        );
+        assert_eq!(super::rfc3339(253_402_300_800), "253402300800 s after 1970");
     }
 }

@@ -116,6 +116,15 @@ impl SleepingHost {
         ]
     }
 
+    /// [`SleepingHost::wake_args`] with the cache file `cache.json` in `dir` (the events file goes
+    /// beside it).
+    pub fn wake_args_with_cache(&self, dir: &std::path::Path) -> Vec<String> {
+        let mut argv = self.wake_args();
+        let cache = dir.join("cache.json");
+        argv.extend(["--cache-file".into(), cache.display().to_string()]);
+        argv
+    }
+
     pub fn is_awake(&self) -> bool {
         self.awake.borrow().is_some()
     }
