@@ -62,27 +62,29 @@ pub fn model_keys(method: &str, path: &str) -> Option<&'static [&'static str]> {
 }
 
 /// The model a request names: the first of [`model_keys`] that is a non-empty string in the JSON
-/// object `body`. Keys match as Ollama's JSON decoding matches them: exactly, else in any letter
-/// case. `None` for a request without a model, or a body that is not a JSON object. Only the
+/// object `body`. Keys match as Ollama's JSON decoding (Go's `encoding/json`) matches them: in any
+/// letter case, the last one in the body setting the value. `None` for a request without a model, or a body that is not a JSON object. Only the
 /// values of those keys are kept: the rest of the body (prompts, images) is skipped unread.
 pub fn requested_model(method: &str, path: &str, body: &[u8]) -> Option<String> {
     let keys = model_keys(method, path)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let found = (&mut de).deserialize_map(Named { keys }).ok()?;
     de.end().ok()?;
-    found.into_iter().find_map(|(exact, folded)| {
-        let value = exact.or(folded)?;
-        value.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    found.into_iter().find_map(|value| {
+        value?
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
     })
 }
 
-/// Reads the values of `keys` from a JSON object: per key, the value under exactly that key (the
-/// last one), and the first under it in another letter case.
+/// Reads the values of `keys` from a JSON object: per key, the last value under it in any letter
+/// case.
 struct Named {
     keys: &'static [&'static str],
 }
 
-type Found = Vec<(Option<Value>, Option<Value>)>;
+type Found = Vec<Option<Value>>;
 
 impl<'de> Visitor<'de> for Named {
     type Value = Found;
@@ -92,18 +94,15 @@ impl<'de> Visitor<'de> for Named {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
-        let mut found: Found = vec![(None, None); self.keys.len()];
+        let mut found: Found = vec![None; self.keys.len()];
         while let Some(key) = map.next_key::<String>()? {
             let Some(i) = self.keys.iter().position(|k| k.eq_ignore_ascii_case(&key)) else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
             let value: Value = map.next_value()?;
-            let is_exact = self.keys.get(i).is_some_and(|k| *k == key);
-            match found.get_mut(i) {
-                Some((exact, _)) if is_exact => *exact = Some(value),
-                Some((_, folded @ None)) => *folded = Some(value),
-                _ => {}
+            if let Some(slot) = found.get_mut(i) {
+                *slot = Some(value);
             }
         }
         Ok(found)
@@ -226,12 +225,12 @@ mod tests {
         ] {
             assert_eq!(requested_model("POST", "/api/chat", bad), None);
         }
-        // Exactly the key wins over another case, and is not replaced by it; other keys and
-        // nested objects are skipped.
+        // As Go decodes it: the last key in any case sets the value; other keys and nested
+        // objects are skipped.
         let mixed = br#"{"MODEL":"x","messages":[{"model":"y"}],"model":"b","Model":"c"}"#;
         assert_eq!(
             requested_model("POST", "/api/chat", mixed).as_deref(),
-            Some("b")
+            Some("c")
         );
         let escaped = br#"{"mod\u0065l":"llama3.2"}"#;
         assert_eq!(
