@@ -96,6 +96,57 @@ async fn the_mac_learned_from_one_answer_wakes_the_desktop_after_a_restart() {
         .await;
 }
 
+/// `ARGS…` run with `/proc` mounted `subset=pid` in a mount namespace of their own, as systemd's
+/// `ProcSubset=pid` (the shipped unit) leaves it: only the process directories, no `/proc/net`.
+const PROC_SUBSET_PID: &[&str] = &[
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    "mount -t proc -o subset=pid proc /proc && test ! -e /proc/net && exec \"$@\"",
+    "sh",
+];
+
+/// Whether [`PROC_SUBSET_PID`] works here (root, a kernel with `subset=pid`); skips the caller
+/// unless `OLLAMA_PROXY_REQUIRE_NETNS=1` demands it.
+fn proc_subset_pid_works() -> bool {
+    let ok = std::process::Command::new(PROC_SUBSET_PID[0])
+        .args(&PROC_SUBSET_PID[1..])
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("OLLAMA_PROXY_REQUIRE_NETNS").as_deref() != Ok("1"),
+            "cannot mount /proc with subset=pid in a mount namespace"
+        );
+        eprintln!("SKIPPED: cannot mount /proc with subset=pid in a mount namespace");
+    }
+    ok
+}
+
+#[tokio::test]
+async fn the_mac_is_learned_under_the_units_proc_subset_pid() {
+    if !proc_subset_pid_works() {
+        return;
+    }
+    let Some(net) = Net::create() else { return };
+    let host = Arc::new(Host::new(net, true));
+    let state = tempfile::tempdir().unwrap();
+    let url = format!("http://{}:11434", host.net.peer_ip);
+    let env = [("XDG_STATE_HOME", state.path().to_str().unwrap())];
+    let args = ["--ollama-url", &url, "--connect-timeout", "1s"];
+    let proxy = Child::start_wrapped(PROC_SUBSET_PID, &args, &env).await;
+    answered_once(&proxy).await;
+    let ip = host.net.peer_ip;
+    proxy
+        .wait_log(&format!("learned MAC {MAC} of {ip}"), LIMIT)
+        .await;
+    assert!(!log(&proxy).contains("cannot learn"), "{}", log(&proxy));
+}
+
 #[tokio::test]
 async fn a_configured_mac_that_differs_is_warned_about_naming_both_and_kept() {
     let Some(net) = Net::create() else { return };

@@ -2,6 +2,11 @@
 //! route to it, and the address and directed broadcast of the interface that route leaves by (see
 //! "Learning the MAC" in docs/behaviour.md). Each call reads `/proc` or asks for the interfaces'
 //! addresses: for background tasks and commands, never a request's path.
+//!
+//! The tables are read through `/proc/self/net`, not `/proc/net`: under systemd's
+//! `ProcSubset=pid` (the shipped unit's sandbox) only the process directories of `/proc` are
+//! there, and `/proc/net` is missing while `/proc/self/net` still shows this process's network
+//! namespace.
 
 mod arp;
 mod iface;
@@ -16,8 +21,8 @@ pub use arp::{mac_of, parse_arp, ArpEntry};
 pub use iface::{local_addresses, own_interface_of, IfaceAddr};
 pub use route::{best_route, parse_routes, RouteEntry};
 
-const ARP: &str = "/proc/net/arp";
-const ROUTE: &str = "/proc/net/route";
+const ARP: &str = "/proc/self/net/arp";
+const ROUTE: &str = "/proc/self/net/route";
 
 /// Why the kernel's tables could not be read.
 #[derive(Debug, thiserror::Error)]
