@@ -148,6 +148,22 @@ async fn the_mac_is_learned_under_the_units_proc_subset_pid() {
 }
 
 #[tokio::test]
+async fn an_address_added_without_brd_still_gives_the_subnets_broadcast() {
+    let Some(net) = Net::create() else { return };
+    net.readdress_without_brd();
+    let host = Arc::new(Host::new(net, true));
+    let state = tempfile::tempdir().unwrap();
+    let proxy = proxy(&host, state.path(), &[]).await;
+    answered_once(&proxy).await;
+    proxy.wait_log("learned MAC", LIMIT).await;
+    let status = get_json(proxy.url("/proxy/status")).await;
+    let learned = &status["backends"][0]["learned"];
+    // Not this machine's own address, which is what getifaddrs reports without `brd`.
+    let bcast = host.net.broadcast.to_string();
+    assert_eq!(learned["broadcast"], bcast.as_str(), "{status}");
+}
+
+#[tokio::test]
 async fn a_configured_mac_that_differs_is_warned_about_naming_both_and_kept() {
     let Some(net) = Net::create() else { return };
     let host = Arc::new(Host::new(net, true));

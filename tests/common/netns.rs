@@ -198,6 +198,14 @@ impl Net {
         Ok(far)
     }
 
+    /// Gives this machine's end of the link its address again, without `brd` (as a plain
+    /// `ip addr add 10.a.b.1/24 dev …` leaves it): the kernel then keeps no broadcast address.
+    pub fn readdress_without_brd(&self) {
+        let cidr = format!("{}/24", self.host_ip);
+        ip(&["addr", "del", &cidr, "dev", &self.host_if]).unwrap();
+        ip(&["addr", "add", &cidr, "dev", &self.host_if]).unwrap();
+    }
+
     /// Gives the namespace's end of the link this hardware address (the host's own card).
     pub fn set_peer_mac(&self, mac: &str) {
         ip(&[
