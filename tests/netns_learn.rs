@@ -163,6 +163,84 @@ async fn an_address_added_without_brd_still_gives_the_subnets_broadcast() {
     assert_eq!(learned["broadcast"], bcast.as_str(), "{status}");
 }
 
+/// A cache file in `dir` holding only a learned record of `mac` for `ip` on `interface`.
+fn file_with_record(dir: &std::path::Path, ip: &str, interface: &str, bcast: &str) -> String {
+    let file = dir.join("cache.json");
+    let record = json!({"learned": {
+        "ip": ip, "mac": MAC, "interface": interface, "broadcast": bcast, "learned_at": 1_700_000_000u64,
+    }});
+    std::fs::write(&file, record.to_string()).unwrap();
+    file.display().to_string()
+}
+
+/// The learned record in the cache file `file`.
+fn record_in(file: &str) -> Value {
+    let kept: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+    kept["learned"].clone()
+}
+
+#[tokio::test]
+async fn a_record_for_another_address_than_the_urls_is_forgotten_at_start() {
+    let fake = common::Fake::bind().await;
+    let state = tempfile::tempdir().unwrap();
+    let file = file_with_record(state.path(), "192.0.2.7", "eth0", "192.0.2.255");
+    let mut proxy = Child::start(&["--ollama-url", &fake.url(), "--cache-file", &file], &[]).await;
+    proxy
+        .wait_log(
+            "forgot the learned MAC 02:00:5e:10:20:30 of 192.0.2.7",
+            LIMIT,
+        )
+        .await;
+    let status = get_json(proxy.url("/proxy/status")).await;
+    assert!(status["backends"][0]["learned"].is_null(), "{status}");
+    assert!(
+        !log(&proxy).contains("magic packets go to the learned MAC"),
+        "{}",
+        log(&proxy)
+    );
+    assert!(proxy.terminate().await.success());
+    assert!(record_in(&file).is_null());
+}
+
+#[tokio::test]
+async fn a_desktop_now_behind_a_router_has_its_record_forgotten() {
+    let Some(router) = Net::create() else { return };
+    let Some(far) = router.behind_router() else {
+        return;
+    };
+    let host = Arc::new(Host::new(far, true));
+    let state = tempfile::tempdir().unwrap();
+    let ip = host.net.peer_ip.to_string();
+    // Learned when it was on this machine's link, kept in the file.
+    let file = file_with_record(
+        state.path(),
+        &ip,
+        &router.host_if,
+        &host.net.broadcast.to_string(),
+    );
+    let mut proxy = proxy(&host, state.path(), &["--cache-file", &file]).await;
+    proxy.wait_log("from the cache file", LIMIT).await;
+    answered_once(&proxy).await;
+    proxy
+        .wait_log(&format!("forgot the learned MAC {MAC} of {ip}"), LIMIT)
+        .await;
+    let text = log(&proxy);
+    let line = text
+        .lines()
+        .find(|l| l.contains("forgot the learned MAC"))
+        .unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("not on a directly connected subnet"),
+        "{line}"
+    );
+    let status = get_json(proxy.url("/proxy/status")).await;
+    assert!(status["backends"][0]["learned"].is_null(), "{status}");
+    assert!(proxy.terminate().await.success());
+    assert!(record_in(&file).is_null());
+    drop(host);
+    drop(router);
+}
+
 #[tokio::test]
 async fn a_configured_mac_that_differs_is_warned_about_naming_both_and_kept() {
     let Some(net) = Net::create() else { return };

@@ -3,16 +3,17 @@
 //! in docs/behaviour.md). Nothing here runs on a request's path.
 
 pub(crate) mod decide;
-mod observe;
+pub(crate) mod observe;
 pub mod record;
+mod why;
 
+pub use decide::Setup;
 pub use record::Learned;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use wol::MacAddr;
 
 use crate::backend::machine::State;
 use crate::cache::Cache;
@@ -28,8 +29,8 @@ const RELEARN: Duration = Duration::from_secs(300);
 pub(crate) struct Learner {
     /// The backend's name, for the log.
     name: String,
-    /// WOL_MAC (or the table's `mac`), if set: kept, and compared.
-    configured: Option<MacAddr>,
+    /// What is configured: the MAC, other wake methods, Ollama's address.
+    setup: Setup,
     /// WOL_PORT: the learned MAC's packets go to this port.
     port: u16,
     waker: Arc<Waker>,
@@ -43,14 +44,14 @@ impl Learner {
     /// A learner for the backend named `name`.
     pub fn new(
         name: &str,
-        configured: Option<MacAddr>,
+        setup: Setup,
         port: u16,
         parts: (Arc<Waker>, Arc<Cache>, Arc<Client>, Arc<Driver>),
     ) -> Learner {
         let (waker, cache, client, driver) = parts;
         Learner {
             name: name.to_string(),
-            configured,
+            setup,
             port,
             waker,
             cache,
@@ -64,7 +65,7 @@ impl Learner {
     /// Tokio runtime.
     pub fn load(&self) {
         let known = self.cache.learned();
-        let steps = decide::loaded(&mut self.memory(), self.configured, known.as_ref());
+        let steps = decide::loaded(&mut self.memory(), &self.setup, known.as_ref());
         self.perform(steps);
     }
 
@@ -94,7 +95,8 @@ impl Learner {
         let Some(peer) = self.client.peer() else {
             return;
         };
-        let seen = tokio::task::spawn_blocking(move || observe::observe(peer.ip())).await;
+        let peer = peer.ip();
+        let seen = tokio::task::spawn_blocking(move || observe::observe(peer)).await;
         let seen = match seen {
             Ok(seen) => seen,
             Err(e) => Err(decide::Why::Failed(e.to_string())),
@@ -103,8 +105,9 @@ impl Learner {
         let now = crate::monitor::events::unix_now();
         let steps = decide::observed(
             &mut self.memory(),
-            self.configured,
+            &self.setup,
             known.as_ref(),
+            peer,
             seen,
             now,
         );
@@ -126,6 +129,10 @@ impl Learner {
                             "magic packets go to the learned MAC");
                     }
                 }
+                Step::Forget => {
+                    self.cache.clear_learned();
+                }
+                Step::StopUsing => self.waker.clear_learned(),
                 Step::Log(Level::Debug, m) => tracing::debug!(backend, "{m}"),
                 Step::Log(Level::Info, m) => tracing::info!(backend, "{m}"),
                 Step::Log(Level::Warn, m) => tracing::warn!(backend, "{m}"),
