@@ -233,6 +233,38 @@ async fn with_only_a_learned_mac_the_desktop_can_be_woken() {
 }
 
 #[tokio::test]
+async fn a_learned_mac_goes_by_the_configured_broadcast_and_port() {
+    let fake = Fake::bind().await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.json");
+    // Learned for Ollama's own address; its broadcast address is not where WOL_BROADCAST says.
+    let record = serde_json::json!({"learned": {
+        "ip": "127.0.0.1", "mac": common::TEST_MAC, "interface": "lo",
+        "broadcast": "127.255.255.255", "learned_at": 1_700_000_000u64,
+    }});
+    std::fs::write(&cache, record.to_string()).unwrap();
+    let cache = cache.display().to_string();
+    let url = fake.url();
+    let args = [
+        "--ollama-url",
+        &url,
+        "--cache-file",
+        &cache,
+        "--broadcast",
+        "127.0.0.1",
+        "--wol-port",
+        &port,
+        "--wake",
+    ];
+    let out = doctor(&args).await;
+    let sent = format!("--wake: magic packet sent to 127.0.0.1:{port}");
+    assert_line(&out, "[ok]   default: ", &[&sent]);
+    assert_eq!(queued(&sock), 3, "{}", text(&out));
+}
+
+#[tokio::test]
 async fn without_wake_nothing_is_sent_and_with_it_one_burst() {
     let (_fake, sock, mut args) = on_loopback().await;
     let out = doctor(&strs(&args)).await;

@@ -106,14 +106,18 @@ impl Backend {
                     .parse()
                     .ok(),
             };
-            let port = cfg.wake.port.unwrap_or(wol::SenderConfig::default().port);
             let parts = (
                 waker,
                 Arc::clone(&cache),
                 Arc::clone(&client),
                 Arc::clone(&driver),
             );
-            Arc::new(Learner::new(&cfg.name, setup, port, parts))
+            Arc::new(Learner::new(
+                &cfg.name,
+                setup,
+                cfg.wake.for_learned.clone(),
+                parts,
+            ))
         });
         Ok(Backend {
             name: cfg.name.clone(),

@@ -29,8 +29,32 @@ pub struct HttpWakeConfig {
 pub struct WakeConfig {
     pub magic: Option<MagicConfig>,
     pub http: Option<HttpWakeConfig>,
-    /// WOL_PORT, also for a learned MAC's packets when no MAC is configured.
+    /// How a learned MAC's packets are sent when no MAC is configured.
+    pub for_learned: LearnedSender,
+}
+
+/// WOL_BROADCAST, WOL_INTERFACE and WOL_PORT as given: with no MAC configured, a learned MAC's
+/// magic packets go by them (see "Learning the MAC" in docs/behaviour.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LearnedSender {
+    /// WOL_BROADCAST, when given: used instead of the learned broadcast address.
+    pub broadcast: Option<Vec<Ipv4Addr>>,
+    /// WOL_INTERFACE.
+    pub interface: Option<String>,
+    /// WOL_PORT (its default when `None`).
     pub port: Option<u16>,
+}
+
+impl LearnedSender {
+    /// Where the magic packets of a MAC learned with the directed broadcast address `learned` go.
+    pub fn sender(&self, learned: Ipv4Addr) -> SenderConfig {
+        SenderConfig {
+            destinations: self.broadcast.clone().unwrap_or_else(|| vec![learned]),
+            port: self.port.unwrap_or(SenderConfig::default().port),
+            interface: self.interface.clone(),
+            ..SenderConfig::default()
+        }
+    }
 }
 
 impl WakeConfig {
@@ -80,6 +104,11 @@ impl WakeConfig {
             })?)),
             None => None,
         };
+        let for_learned = LearnedSender {
+            broadcast: args.broadcast.is_some().then(|| destinations.clone()),
+            interface: args.interface.clone(),
+            port: Some(port),
+        };
         let magic = match &args.mac {
             Some(mac) => Some(MagicConfig {
                 mac: mac.parse().map_err(|e| bad("--mac", "WOL_MAC", mac, e))?,
@@ -114,7 +143,7 @@ impl WakeConfig {
         Ok(WakeConfig {
             magic,
             http,
-            port: Some(port),
+            for_learned,
         })
     }
 }

@@ -172,8 +172,7 @@ async fn wake(cfg: &BackendConfig, learned: Option<&Learned>) -> WakeSent {
 fn waker(cfg: &BackendConfig, learned: Option<&Learned>) -> Result<Waker, crate::wake::WakerError> {
     let waker = Waker::new(&cfg.wake)?;
     if let (None, Some(l)) = (&cfg.wake.magic, learned) {
-        let port = cfg.wake.port.unwrap_or(wol::SenderConfig::default().port);
-        waker.set_magic(l.mac, l.sender(port))?;
+        waker.set_magic(l.mac, cfg.wake.for_learned.sender(l.broadcast))?;
     }
     Ok(waker)
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::machine::State;
 use crate::cache::Cache;
+use crate::config::LearnedSender;
 use crate::driver::Driver;
 use crate::upstream::Client;
 use crate::wake::Waker;
@@ -31,8 +32,8 @@ pub(crate) struct Learner {
     name: String,
     /// What is configured: the MAC, other wake methods, Ollama's address.
     setup: Setup,
-    /// WOL_PORT: the learned MAC's packets go to this port.
-    port: u16,
+    /// WOL_BROADCAST, WOL_INTERFACE and WOL_PORT as given: how the learned MAC's packets go.
+    sender: LearnedSender,
     waker: Arc<Waker>,
     cache: Arc<Cache>,
     client: Arc<Client>,
@@ -45,14 +46,14 @@ impl Learner {
     pub fn new(
         name: &str,
         setup: Setup,
-        port: u16,
+        sender: LearnedSender,
         parts: (Arc<Waker>, Arc<Cache>, Arc<Client>, Arc<Driver>),
     ) -> Learner {
         let (waker, cache, client, driver) = parts;
         Learner {
             name: name.to_string(),
             setup,
-            port,
+            sender,
             waker,
             cache,
             client,
@@ -83,6 +84,19 @@ impl Learner {
                 _ = stop.cancelled() => return,
             }
             self.learn_once().await;
+        }
+    }
+
+    /// Wakes with the learned MAC from now on.
+    fn use_learned(&self, l: &Learned) {
+        let backend = self.name.as_str();
+        let sender = self.sender.sender(l.broadcast);
+        let to: Vec<String> = sender.destinations.iter().map(|d| d.to_string()).collect();
+        let (port, interface) = (sender.port, sender.interface.clone());
+        match self.waker.set_magic(l.mac, sender) {
+            Err(e) => tracing::warn!(backend, error = %e, "cannot wake with the learned MAC"),
+            Ok(()) => tracing::info!(backend, mac = %l.mac, to = %to.join(","), port,
+                interface = interface.as_deref().unwrap_or("any"), "magic packets go to the learned MAC"),
         }
     }
 
@@ -121,14 +135,7 @@ impl Learner {
                 Step::Store(l) => {
                     self.cache.set_learned(l);
                 }
-                Step::Use(l) => {
-                    if let Err(e) = self.waker.set_magic(l.mac, l.sender(self.port)) {
-                        tracing::warn!(backend, error = %e, "cannot wake with the learned MAC");
-                    } else {
-                        tracing::info!(backend, mac = %l.mac, broadcast = %l.broadcast, port = self.port,
-                            "magic packets go to the learned MAC");
-                    }
-                }
+                Step::Use(l) => self.use_learned(&l),
                 Step::Forget => {
                     self.cache.clear_learned();
                 }

@@ -31,15 +31,6 @@ impl Learned {
         (self.ip, self.mac, &self.interface, self.broadcast)
             == (other.ip, other.mac, &other.interface, other.broadcast)
     }
-
-    /// Where magic packets for this card go: its subnet's broadcast address, on `port` (WOL_PORT).
-    pub fn sender(&self, port: u16) -> wol::SenderConfig {
-        wol::SenderConfig {
-            destinations: vec![self.broadcast],
-            port,
-            ..wol::SenderConfig::default()
-        }
-    }
 }
 
 /// A MAC in the file as text (`aa:bb:cc:dd:ee:ff`), read back strictly.
