@@ -80,7 +80,7 @@ pub fn neighbour_mac(ip: Ipv4Addr) -> Result<Option<MacAddr>, NetInfoError> {
     neighbour_mac_on(ip, None)
 }
 
-/// Like [`neighbour_mac`], preferring the entry on `interface`.
+/// Like [`neighbour_mac`], with only an entry on `interface` (when given) counting.
 pub fn neighbour_mac_on(
     ip: Ipv4Addr,
     interface: Option<&str>,
