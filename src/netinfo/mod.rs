@@ -68,11 +68,14 @@ impl Route {
     }
 }
 
+/// A table of `/proc` as text: bytes that are not UTF-8 (an interface may be named with any bytes)
+/// are replaced, so that one odd name costs its own line only, never the whole table.
 fn read(path: &Path) -> Result<String, NetInfoError> {
-    std::fs::read_to_string(path).map_err(|source| NetInfoError::Read {
+    let bytes = std::fs::read(path).map_err(|source| NetInfoError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The MAC of `ip` in the IPv4 neighbour table; `None` when there is no complete entry.
@@ -167,6 +170,24 @@ mod tests {
         assert!(!r.is_up);
         let r = route_with(&best, desktop, &[]);
         assert_eq!((r.local_addr, r.broadcast, r.is_up), (None, None, false));
+    }
+
+    #[test]
+    fn an_interface_name_that_is_not_utf8_costs_only_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arp");
+        let mut table = b"IP address HW type Flags HW address Mask Device\n".to_vec();
+        table.extend_from_slice(b"192.168.1.7 0x1 0x2 02:00:00:00:00:07 * eth\xff\xfe0\n");
+        table.extend_from_slice(b"192.168.1.50 0x1 0x2 02:00:5e:10:20:30 * eth0\n");
+        std::fs::write(&path, table).unwrap();
+        let entries = parse_arp(&read(&path).unwrap());
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        let ip = Ipv4Addr::new(192, 168, 1, 50);
+        assert!(mac_of(&entries, ip, Some("eth0")).is_some());
+        assert!(matches!(
+            read(&dir.path().join("missing")),
+            Err(NetInfoError::Read { .. })
+        ));
     }
 
     #[test]
