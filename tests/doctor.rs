@@ -189,6 +189,17 @@ async fn an_ollama_that_does_not_answer_exits_1() {
 }
 
 #[tokio::test]
+async fn a_link_without_carrier_is_named() {
+    let Some(net) = Net::create() else { return };
+    let host = awake_desktop(net);
+    host.net.unplug();
+    let out = doctor(&strs(&host.proxy_args())).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let iface = &host.net.host_if;
+    assert_line(&out, "[warn] default: ", &[iface, "up but has no carrier"]);
+}
+
+#[tokio::test]
 async fn with_wake_a_sleeping_desktop_is_woken_and_checked() {
     let Some(net) = Net::create() else { return };
     let host = awake_desktop(net);

@@ -63,6 +63,15 @@ fn route(cfg: &BackendConfig, net: &Net) -> Finding {
             "bring {iface} up (ip link set {iface} up) or check its cable"
         ));
     }
+    if !r.has_carrier {
+        return Finding::warn(format!(
+            "the route to {ip} leaves by {iface}, which is up but has no carrier"
+        ))
+        .advice(format!(
+            "check {iface}'s cable and the switch port (or the Wi-Fi association): nothing \
+             leaves by it, magic packets neither"
+        ));
+    }
     let here = r
         .local_addr
         .map(|a| format!(" (this host is {a}/{})", r.prefix_len))

@@ -17,6 +17,7 @@ fn eth0() -> Route {
         prefix_len: 24,
         broadcast: Some(BCAST),
         is_up: true,
+        has_carrier: true,
     }
 }
 
@@ -28,6 +29,7 @@ fn wlan0_default() -> Route {
         prefix_len: 0,
         broadcast: Some(Ipv4Addr::new(10, 0, 0, 255)),
         is_up: true,
+        has_carrier: true,
     }
 }
 
@@ -86,6 +88,21 @@ fn the_route_directly_connected_via_a_router_or_down() {
         one(&findings(&magic, &down, true), "which is down"),
         Verdict::Fail
     );
+    let unplugged = Net {
+        route: Ok(Route {
+            has_carrier: false,
+            ..eth0()
+        }),
+        ..direct.clone()
+    };
+    let f = findings(&magic, &unplugged, true);
+    assert_eq!(
+        one(&f, "eth0, which is up but has no carrier"),
+        Verdict::Warn
+    );
+    assert!(!lines(&f)
+        .iter()
+        .any(|(_, l)| l.contains("directly connected")));
     let unknown = Net {
         route: Err("no route to 192.168.1.20".into()),
         ..direct

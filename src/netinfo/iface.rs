@@ -23,6 +23,9 @@ pub struct IfaceAddr {
     pub broadcast: Option<Ipv4Addr>,
     /// The interface is up.
     pub is_up: bool,
+    /// It has a carrier and is operational (`IFF_LOWER_UP` and `IFF_RUNNING`; `ip link` says
+    /// `NO-CARRIER` otherwise): a cable, an associated Wi-Fi, a veth whose other end is up.
+    pub has_carrier: bool,
 }
 
 impl IfaceAddr {
@@ -54,6 +57,9 @@ pub fn local_addresses() -> Result<Vec<IfaceAddr>, NetInfoError> {
                 prefix_len,
                 broadcast,
                 is_up: i.flags.contains(InterfaceFlags::IFF_UP),
+                has_carrier: i
+                    .flags
+                    .contains(InterfaceFlags::IFF_LOWER_UP | InterfaceFlags::IFF_RUNNING),
                 interface: i.interface_name,
             })
         })
@@ -111,6 +117,7 @@ mod tests {
             prefix_len: 24,
             broadcast: Some(Ipv4Addr::new(192, 168, 1, 255)),
             is_up: true,
+            has_carrier: true,
         };
         assert!(a.contains(Ipv4Addr::new(192, 168, 1, 50)));
         assert!(!a.contains(Ipv4Addr::new(192, 168, 2, 50)));

@@ -59,6 +59,8 @@ pub struct Route {
     pub broadcast: Option<Ipv4Addr>,
     /// The interface is up.
     pub is_up: bool,
+    /// It has a carrier (see [`IfaceAddr::has_carrier`]).
+    pub has_carrier: bool,
 }
 
 impl Route {
@@ -116,6 +118,7 @@ pub fn route_with(best: &RouteEntry, ip: Ipv4Addr, addrs: &[IfaceAddr]) -> Route
         prefix_len: best.prefix_len,
         broadcast: chosen.and_then(|a| a.broadcast),
         is_up: on_iface.iter().any(|a| a.is_up),
+        has_carrier: on_iface.iter().any(|a| a.has_carrier),
     }
 }
 
@@ -140,6 +143,7 @@ mod tests {
             prefix_len,
             broadcast: Some(Ipv4Addr::from(u32::from(ip) | host_bits)),
             is_up: up,
+            has_carrier: up,
         }
     }
 
@@ -170,6 +174,7 @@ mod tests {
         assert!(!r.is_up);
         let r = route_with(&best, desktop, &[]);
         assert_eq!((r.local_addr, r.broadcast, r.is_up), (None, None, false));
+        assert!(!r.has_carrier);
     }
 
     #[test]

@@ -206,6 +206,12 @@ impl Net {
         ip(&["addr", "add", &cidr, "dev", &self.host_if]).unwrap();
     }
 
+    /// Takes the namespace's end of the link down: this machine's end stays up without a carrier
+    /// (`NO-CARRIER`), as with a cable pulled out.
+    pub fn unplug(&self) {
+        ip(&["-n", &self.ns, "link", "set", "dev", &self.peer_if, "down"]).unwrap();
+    }
+
     /// Gives the namespace's end of the link this hardware address (the host's own card).
     pub fn set_peer_mac(&self, mac: &str) {
         ip(&[
