@@ -341,6 +341,15 @@ async fn bad_configuration_exits_2_with_one_line() {
     let out = doctor(&["--config", &file.display().to_string()]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("config.toml:2:"), "{}", text(&out));
+
+    // No place for the cache file (nor CACHE_FILE): `serve`'s exit code and line.
+    let args = ["doctor", "--ollama-url", "http://127.0.0.1:9"];
+    let out = run_bin(&args, &[("XDG_STATE_HOME", "")]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CACHE_FILE= (empty)"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(out.stdout.is_empty(), "{}", text(&out));
 }
 
 #[tokio::test]

@@ -224,29 +224,26 @@ pub fn container(cfg: &BackendConfig, host: &Host, direct: Option<bool>) -> Opti
 
 /// The cache file: where, writable, how old its model list is.
 pub fn cache(file: &CacheFile, fresh_for: Duration) -> Finding {
-    let (path, writable, contents) =
-        match file {
-            CacheFile::Off => {
-                return Finding::info(
-                    "no cache file (CACHE_FILE= empty): the cache starts empty at each start",
-                )
-                .advice("unset CACHE_FILE (or name a file) to keep the model list across restarts")
-            }
-            CacheFile::Unplaced => return Finding::fail(
-                "no place for the cache file: none of STATE_DIRECTORY, XDG_STATE_HOME or HOME is \
-                 set, so the proxy refuses to start",
+    let (path, writable, contents) = match file {
+        CacheFile::Off => {
+            return Finding::info(
+                "no cache file (CACHE_FILE= empty): the cache starts empty at each start",
             )
-            .advice("set CACHE_FILE to a file, or CACHE_FILE= (empty) to keep it in memory only"),
-            CacheFile::Unresolvable { path, error } => {
-                return Finding::fail(format!("cache file {}: {error}", path.display()))
-                    .advice("the proxy refuses to start with it: fix or remove the link")
-            }
-            CacheFile::Set {
-                path,
-                writable,
-                contents,
-            } => (path.display(), writable, contents),
-        };
+            .advice("unset CACHE_FILE (or name a file) to keep the model list across restarts")
+        }
+        CacheFile::Unchecked(why) => {
+            return Finding::warn(format!("cannot check the cache file: {why}"))
+        }
+        CacheFile::Unresolvable { path, error } => {
+            return Finding::fail(format!("cache file {}: {error}", path.display()))
+                .advice("the proxy refuses to start with it: fix or remove the link")
+        }
+        CacheFile::Set {
+            path,
+            writable,
+            contents,
+        } => (path.display(), writable, contents),
+    };
     let list = match contents {
         Contents::Missing => "not written yet".to_string(),
         Contents::Unusable(why) => why.clone(),

@@ -300,9 +300,9 @@ fn the_cache_file_where_writable_and_how_old() {
             "no cache file (CACHE_FILE= empty)",
         ),
         (
-            CacheFile::Unplaced,
-            Verdict::Fail,
-            "no place for the cache file",
+            CacheFile::Unchecked("no place for it".into()),
+            Verdict::Warn,
+            "cannot check the cache file: no place for it",
         ),
         (
             CacheFile::Unresolvable {

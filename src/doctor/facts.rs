@@ -71,8 +71,8 @@ pub struct Host {
 pub enum CacheFile {
     /// `CACHE_FILE=` (empty): kept in memory only.
     Off,
-    /// CACHE_FILE not set and no default place for it: the proxy refuses to start.
-    Unplaced,
+    /// It could not be checked: why.
+    Unchecked(String),
     /// A symbolic link that cannot be followed: the proxy refuses to start.
     Unresolvable { path: PathBuf, error: String },
     Set {

@@ -244,7 +244,10 @@ fn learned(cache: &CacheFile) -> Option<(Learned, Duration)> {
 fn cache(place: &crate::config::CacheFile) -> CacheFile {
     let path = match place {
         crate::config::CacheFile::Off => return CacheFile::Off,
-        crate::config::CacheFile::Unplaced => return CacheFile::Unplaced,
+        // `doctor` stops before, with `serve`'s error (see "Doctor").
+        crate::config::CacheFile::Unplaced => {
+            return CacheFile::Unchecked("no place for it (CACHE_FILE not set)".into())
+        }
         crate::config::CacheFile::Given(p) | crate::config::CacheFile::Default(p) => p.clone(),
     };
     let resolved = match crate::cache::resolve(&path) {
