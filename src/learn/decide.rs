@@ -95,7 +95,7 @@ fn use_it(mem: &mut Memory, setup: &Setup, l: &Learned, steps: &mut Vec<Step>) {
 /// it is for another address than the one Ollama's URL names: then it is forgotten.
 pub fn loaded(mem: &mut Memory, setup: &Setup, known: Option<&Learned>) -> Vec<Step> {
     let Some(l) = known else { return Vec::new() };
-    if let Some(host) = setup.host.filter(|h| *h != IpAddr::V4(l.ip)) {
+    if let Some(host) = setup.host.filter(|h| !l.is_for(*h)) {
         let line = format!(
             "forgot the learned MAC {} of {} on {} from the cache file: Ollama is at {host}",
             l.mac, l.ip, l.interface
@@ -166,7 +166,7 @@ fn not_learned(
     why: Why,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
-    let moved = known.is_some_and(|k| IpAddr::V4(k.ip) != peer);
+    let moved = known.is_some_and(|k| !k.is_for(peer));
     if let Some(k) = known.filter(|_| moved || why.rules_out_learning()) {
         steps.push(Step::Forget);
         if std::mem::take(&mut mem.in_use) {

@@ -105,14 +105,21 @@ impl Why {
         }
     }
 
+    /// The level, the reason and what to do about it; `wakes` as for [`Why::level`].
+    pub fn judged(&self, wakes: bool) -> (Level, String, Option<&'static str>) {
+        let text = match (wakes, self.advice()) {
+            (true, Some(_)) => format!("{self}; the configured wake method is used"),
+            _ => self.to_string(),
+        };
+        (self.level(wakes), text, self.advice().filter(|_| !wakes))
+    }
+
     /// The log line and its level; `wakes` as for [`Why::level`].
     pub fn said(&self, wakes: bool) -> (Level, String) {
-        let text = match (wakes, self.advice()) {
-            (false, Some(advice)) => format!("{self}; {advice}"),
-            (true, Some(_)) => format!("{self}; the configured wake method is used"),
-            (_, None) => self.to_string(),
-        };
-        (self.level(wakes), text)
+        match self.judged(wakes) {
+            (level, text, Some(advice)) => (level, format!("{text}; {advice}")),
+            (level, text, None) => (level, text),
+        }
     }
 }
 
