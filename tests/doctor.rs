@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::netns::Net;
 use common::nshost::Host;
-use common::{closed_url, magic_catcher, output_text as text, run_bin, strs, Fake};
+use common::{
+    cache_with_record, closed_url, magic_catcher, output_text as text, run_bin, strs, Fake,
+};
 
 /// `ollama-proxy doctor ARGS`.
 async fn doctor(args: &[&str]) -> std::process::Output {
@@ -109,18 +111,16 @@ async fn a_healthy_setup_exits_0_with_every_finding_ok() {
 
 /// A cache file in `dir` holding the record of `host`'s card as learned two hours ago: its path.
 fn learned_2h_ago(host: &Host, dir: &tempfile::TempDir) -> String {
-    let cache = dir.path().join("cache.json");
     let learned_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         - 7200;
-    let record = serde_json::json!({"learned": {
+    let record = serde_json::json!({
         "ip": host.net.peer_ip.to_string(), "mac": host.mac, "interface": host.net.host_if,
         "broadcast": host.net.broadcast.to_string(), "learned_at": learned_at,
-    }});
-    std::fs::write(&cache, record.to_string()).unwrap();
-    cache.display().to_string()
+    });
+    cache_with_record(dir.path(), record)
 }
 
 #[tokio::test]
@@ -256,14 +256,12 @@ async fn a_learned_mac_goes_by_the_configured_broadcast_and_port() {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = sock.local_addr().unwrap().port().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.json");
     // Learned for Ollama's own address; its broadcast address is not where WOL_BROADCAST says.
-    let record = serde_json::json!({"learned": {
+    let record = serde_json::json!({
         "ip": "127.0.0.1", "mac": common::TEST_MAC, "interface": "lo",
         "broadcast": "127.255.255.255", "learned_at": 1_700_000_000u64,
-    }});
-    std::fs::write(&cache, record.to_string()).unwrap();
-    let cache = cache.display().to_string();
+    });
+    let cache = cache_with_record(dir.path(), record);
     let url = fake.url();
     let args = [
         "--ollama-url",
@@ -330,13 +328,11 @@ async fn a_desktop_behind_a_router_is_said_to_be_unlearnable() {
 async fn a_record_for_another_address_is_warned_about() {
     let fake = Fake::bind().await;
     let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache.json");
-    let record = serde_json::json!({"learned": {
+    let record = serde_json::json!({
         "ip": "192.0.2.7", "mac": common::TEST_MAC, "interface": "eth0",
         "broadcast": "192.0.2.255", "learned_at": 1_700_000_000u64,
-    }});
-    std::fs::write(&cache, record.to_string()).unwrap();
-    let cache = cache.display().to_string();
+    });
+    let cache = cache_with_record(dir.path(), record);
     let out = doctor(&["--ollama-url", &fake.url(), "--cache-file", &cache]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_line(

@@ -163,14 +163,12 @@ async fn an_address_added_without_brd_still_gives_the_subnets_broadcast() {
     assert_eq!(learned["broadcast"], bcast.as_str(), "{status}");
 }
 
-/// A cache file in `dir` holding only a learned record of `mac` for `ip` on `interface`.
+/// A cache file in `dir` holding only a learned record of [`MAC`] for `ip` on `interface`.
 fn file_with_record(dir: &std::path::Path, ip: &str, interface: &str, bcast: &str) -> String {
-    let file = dir.join("cache.json");
-    let record = json!({"learned": {
+    let record = json!({
         "ip": ip, "mac": MAC, "interface": interface, "broadcast": bcast, "learned_at": 1_700_000_000u64,
-    }});
-    std::fs::write(&file, record.to_string()).unwrap();
-    file.display().to_string()
+    });
+    common::cache_with_record(dir, record)
 }
 
 /// The learned record in the cache file `file`.

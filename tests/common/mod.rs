@@ -398,6 +398,15 @@ pub fn closed_url() -> String {
     format!("http://{}", listener.local_addr().unwrap())
 }
 
+/// A cache file `cache.json` in `dir` holding only the learned record `learned` (its fields as
+/// the file keeps them): its path.
+pub fn cache_with_record(dir: &std::path::Path, learned: serde_json::Value) -> String {
+    let file = dir.join("cache.json");
+    let content = serde_json::json!({ "learned": learned });
+    std::fs::write(&file, content.to_string()).unwrap();
+    file.display().to_string()
+}
+
 /// Borrowed views of owned arguments, for `Child::start` and `Proxy::start`.
 pub fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
