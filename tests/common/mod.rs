@@ -1,6 +1,7 @@
 //! Shared test helpers: the proxy on a pre-bound listener, a fake Ollama, a sleeping host.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod doctor;
 pub mod fake;
 pub mod netns;
 pub mod nshost;
