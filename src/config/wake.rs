@@ -70,65 +70,21 @@ impl WakeConfig {
             "WOL_PORT",
             args.wol_port.as_deref().unwrap_or(default::WOL_PORT),
         )?;
-        let broadcast = args.broadcast.as_deref().unwrap_or(default::BROADCAST);
-        let destinations = broadcast
-            .split(',')
-            .map(|s| {
-                s.trim().parse::<Ipv4Addr>().map_err(|_| {
-                    bad(
-                        "--broadcast",
-                        "WOL_BROADCAST",
-                        broadcast,
-                        format!("{:?} is not an IPv4 address", s.trim()),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(iface) = &args.interface {
-            if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
-                return Err(bad(
-                    "--interface",
-                    "WOL_INTERFACE",
-                    iface,
-                    "not an interface name",
-                ));
-            }
-        }
-        let secureon = match &args.secureon {
-            Some(s) => Some(Secret::new(s.parse::<MacAddr>().map_err(|e| {
-                bad_secret(
-                    "--secureon",
-                    "WOL_SECUREON",
-                    format!("not a 6-byte password written like a MAC ({e})"),
-                )
-            })?)),
-            None => None,
+        let sender = SenderConfig {
+            destinations: destinations(args.broadcast.as_deref().unwrap_or(default::BROADCAST))?,
+            port,
+            interface: interface(args.interface.as_deref())?,
+            ..SenderConfig::default()
         };
         let for_learned = LearnedSender {
-            broadcast: args.broadcast.is_some().then(|| destinations.clone()),
-            interface: args.interface.clone(),
+            broadcast: args
+                .broadcast
+                .is_some()
+                .then(|| sender.destinations.clone()),
+            interface: sender.interface.clone(),
             port: Some(port),
         };
-        let magic = match &args.mac {
-            Some(mac) => Some(MagicConfig {
-                mac: mac.parse().map_err(|e| bad("--mac", "WOL_MAC", mac, e))?,
-                secureon,
-                sender: SenderConfig {
-                    destinations,
-                    port,
-                    interface: args.interface.clone(),
-                    ..SenderConfig::default()
-                },
-            }),
-            None if secureon.is_some() => {
-                return Err(bad_secret(
-                    "--secureon",
-                    "WOL_SECUREON",
-                    "needs --mac (WOL_MAC)",
-                ))
-            }
-            None => None,
-        };
+        let magic = magic(args, sender)?;
         let http = match &args.wake_url {
             Some(raw) => Some(parse_wake_url(raw, args.wake_key.as_deref())?),
             None if args.wake_key.is_some() => {
@@ -146,6 +102,63 @@ impl WakeConfig {
             for_learned,
         })
     }
+}
+
+/// WOL_MAC with its SecureOn password, sent as `sender` says.
+fn magic(args: &WakeArgs, sender: SenderConfig) -> Result<Option<MagicConfig>, ConfigError> {
+    let secureon = match &args.secureon {
+        Some(s) => Some(Secret::new(s.parse::<MacAddr>().map_err(|e| {
+            bad_secret(
+                "--secureon",
+                "WOL_SECUREON",
+                format!("not a 6-byte password written like a MAC ({e})"),
+            )
+        })?)),
+        None => None,
+    };
+    match &args.mac {
+        Some(mac) => Ok(Some(MagicConfig {
+            mac: mac.parse().map_err(|e| bad("--mac", "WOL_MAC", mac, e))?,
+            secureon,
+            sender,
+        })),
+        None if secureon.is_some() => Err(bad_secret(
+            "--secureon",
+            "WOL_SECUREON",
+            "needs --mac (WOL_MAC)",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// WOL_INTERFACE, when it can be an interface's name.
+fn interface(name: Option<&str>) -> Result<Option<String>, ConfigError> {
+    match name {
+        Some(n) if n.is_empty() || n.len() > 15 || n.contains(['/', ' ']) => Err(bad(
+            "--interface",
+            "WOL_INTERFACE",
+            n,
+            "not an interface name",
+        )),
+        other => Ok(other.map(String::from)),
+    }
+}
+
+/// WOL_BROADCAST's comma-separated IPv4 addresses.
+fn destinations(broadcast: &str) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    broadcast
+        .split(',')
+        .map(|s| {
+            s.trim().parse::<Ipv4Addr>().map_err(|_| {
+                bad(
+                    "--broadcast",
+                    "WOL_BROADCAST",
+                    broadcast,
+                    format!("{:?} is not an IPv4 address", s.trim()),
+                )
+            })
+        })
+        .collect()
 }
 
 /// The `mac` query value of a wake URL, decoded as WolGoWeb's Go server reads it (and signs it).
