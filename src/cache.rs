@@ -217,6 +217,16 @@ impl Cache {
         true
     }
 
+    /// Drops the record of the backend's card (persisted): it is not this backend's any more.
+    /// True when there was one.
+    pub fn clear_learned(&self) -> bool {
+        if self.lock().learned.take().is_none() {
+            return false;
+        }
+        self.changed.notify_one();
+        true
+    }
+
     /// The model list changed on Ollama (pull, create, copy, delete): marks the cached list and
     /// show answers stale (see "Invalidation" in docs/behaviour.md).
     pub fn invalidate_models(&self) {
@@ -317,6 +327,15 @@ mod tests {
         assert_eq!(reloaded.learned(), Some(learned.clone()));
         assert!(reloaded.get(&Key::Tags).is_some());
         assert_eq!(crate::learn::record::read(&path).unwrap(), Some(learned));
+        // Forgotten: gone from the file too, the answers stay.
+        assert!(reloaded.clear_learned());
+        assert!(!reloaded.clear_learned());
+        reloaded.flush().await;
+        assert_eq!(crate::learn::record::read(&path).unwrap(), None);
+        assert!(Cache::load(Some(path.clone()))
+            .unwrap()
+            .get(&Key::Tags)
+            .is_some());
         // A broken record costs only itself.
         let broken = old.replace(r#""show":{}"#, r#""show":{},"learned":{"mac":"nope"}"#);
         std::fs::write(&path, broken).unwrap();

@@ -142,14 +142,15 @@ pub struct WakeArgs {
     /// Target MAC address; set = magic-packet waking on.
     #[arg(long, env = "WOL_MAC")]
     pub mac: Option<String>,
-    /// Comma-separated magic packet destinations (broadcast or unicast IPv4 addresses)
-    /// [default: 255.255.255.255]
+    /// Comma-separated magic packet destinations (broadcast or unicast IPv4 addresses); without
+    /// --mac, when given, they replace the learned broadcast address [default: 255.255.255.255]
     #[arg(long, env = "WOL_BROADCAST")]
     pub broadcast: Option<String>,
     /// UDP port of the magic packet [default: 9]
     #[arg(long, env = "WOL_PORT")]
     pub wol_port: Option<String>,
-    /// Send magic packets out of this interface (needs CAP_NET_RAW).
+    /// Send magic packets (a learned MAC's too) out of this interface (needs CAP_NET_RAW before
+    /// Linux 5.7).
     #[arg(long, env = "WOL_INTERFACE")]
     pub interface: Option<String>,
     /// SecureOn password (6 bytes, written like a MAC).

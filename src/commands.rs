@@ -353,6 +353,10 @@ pub async fn doctor(args: DoctorArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
+    // As `serve`: no place for the cache file is bad configuration, said the same way.
+    if let Err(e) = config.cache_file.placed() {
+        return usage_error(&e);
+    }
     let connect = config
         .backends
         .iter()

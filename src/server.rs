@@ -1,6 +1,7 @@
 //! `run`: wires the parts together and serves until shutdown (see "Signals and shutdown" in
 //! docs/behaviour.md), the function `main` and tests call.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,7 +143,11 @@ fn cache_file(file: &CacheFile) -> anyhow::Result<Option<std::path::PathBuf>> {
     file.placed()?;
     if let CacheFile::Default(path) = file {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| {
+            // Private, as the XDG specification asks of the directories it makes: the cache file
+            // holds the model list and the desktop's MAC.
+            let mut private = std::fs::DirBuilder::new();
+            private.recursive(true).mode(0o700);
+            private.create(dir).with_context(|| {
                 format!(
                     "cannot make {}, the directory of the default cache file; set CACHE_FILE \
                      to another file, or CACHE_FILE= (empty) to keep the cache in memory only",

@@ -39,6 +39,12 @@ async fn under_xdg_state_home_by_default_made_if_missing() {
         log.contains(&format!("cache_file={}", file.display())),
         "{log}"
     );
+    // The directories it made are private (whatever the umask lets through of 0700).
+    use std::os::unix::fs::PermissionsExt;
+    for made in [xdg.clone(), xdg.join("ollama-proxy")] {
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", made.display());
+    }
 }
 
 #[tokio::test]

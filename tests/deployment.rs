@@ -159,6 +159,16 @@ fn systemd_unit_passes_systemd_analyze_verify() {
             && unit.contains("DynamicUser=yes")
             && unit.contains("StateDirectory=")
     );
+    // Learning the MAC lists the interfaces over netlink (getifaddrs): a sandbox without
+    // AF_NETLINK makes every look-up fail (see "Learning the MAC" in docs/behaviour.md).
+    let families = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("RestrictAddressFamilies="))
+        .unwrap();
+    assert!(
+        families.split_whitespace().any(|f| f == "AF_NETLINK"),
+        "{families}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("ollama-proxy.service");
     std::fs::write(&copy, unit.replace("/usr/local/bin/ollama-proxy", bin())).unwrap();

@@ -1,51 +1,18 @@
 //! `ollama-proxy doctor`, run as the real binary: its lines and exit codes for a healthy set-up, a
-//! wrong MAC, an Ollama that does not answer, a missing interface and a bad configuration, and the
-//! magic packets it sends (none without `--wake`, one burst with it).
+//! wrong MAC, an Ollama that does not answer, a link without carrier, a missing interface and a bad
+//! configuration (or no place for the cache file), and the magic packets it sends (none without
+//! `--wake`, one burst with it). With a learned MAC: tests/doctor_learned.rs.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::doctor::{assert_line, awake_desktop, doctor, learned_2h_ago, queued};
 use common::netns::Net;
-use common::nshost::Host;
 use common::{closed_url, magic_catcher, output_text as text, run_bin, strs, Fake};
-
-/// `ollama-proxy doctor ARGS`.
-async fn doctor(args: &[&str]) -> std::process::Output {
-    let mut argv = vec!["doctor"];
-    argv.extend_from_slice(args);
-    run_bin(&argv, &[]).await
-}
-
-/// The line of stdout that starts with `verdict` and contains every one of `parts`.
-fn line_with<'a>(stdout: &'a str, verdict: &str, parts: &[&str]) -> Option<&'a str> {
-    stdout
-        .lines()
-        .find(|l| l.starts_with(verdict) && parts.iter().all(|p| l.contains(p)))
-}
-
-fn assert_line(out: &std::process::Output, verdict: &str, parts: &[&str]) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        line_with(&stdout, verdict, parts).is_some(),
-        "no {verdict} line with {parts:?}: {}",
-        text(out)
-    );
-}
-
-/// Datagrams waiting on `sock` now (loopback delivers during the sender's `sendto`).
-fn queued(sock: &tokio::net::UdpSocket) -> usize {
-    let mut buf = [0u8; 512];
-    let mut n = 0;
-    while sock.try_recv(&mut buf).is_ok() {
-        n += 1;
-    }
-    n
-}
 
 /// An Ollama that answers on loopback, a socket catching the magic packets, and the flags for both.
 async fn on_loopback() -> (Fake, tokio::net::UdpSocket, Vec<String>) {
@@ -54,12 +21,6 @@ async fn on_loopback() -> (Fake, tokio::net::UdpSocket, Vec<String>) {
     let mut args = vec!["--ollama-url".to_string(), fake.url()];
     args.extend(wake);
     (fake, sock, args)
-}
-
-/// A desktop in a namespace whose Ollama answers, with the MAC its card really has.
-fn awake_desktop(net: Net) -> Arc<Host> {
-    let mac = net.peer_mac();
-    Arc::new(Host::machine(net, true, &mac, &["llama3.2:latest"]))
 }
 
 #[tokio::test]
@@ -105,22 +66,6 @@ async fn a_healthy_setup_exits_0_with_every_finding_ok() {
         stdout.lines().last(),
         Some("doctor: 1 machine checked: nothing wrong found")
     );
-}
-
-/// A cache file in `dir` holding the record of `host`'s card as learned two hours ago: its path.
-fn learned_2h_ago(host: &Host, dir: &tempfile::TempDir) -> String {
-    let cache = dir.path().join("cache.json");
-    let learned_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - 7200;
-    let record = serde_json::json!({"learned": {
-        "ip": host.net.peer_ip.to_string(), "mac": host.mac, "interface": host.net.host_if,
-        "broadcast": host.net.broadcast.to_string(), "learned_at": learned_at,
-    }});
-    std::fs::write(&cache, record.to_string()).unwrap();
-    cache.display().to_string()
 }
 
 #[tokio::test]
@@ -189,6 +134,17 @@ async fn an_ollama_that_does_not_answer_exits_1() {
 }
 
 #[tokio::test]
+async fn a_link_without_carrier_is_named() {
+    let Some(net) = Net::create() else { return };
+    let host = awake_desktop(net);
+    host.net.unplug();
+    let out = doctor(&strs(&host.proxy_args())).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let iface = &host.net.host_if;
+    assert_line(&out, "[warn] default: ", &[iface, "up but has no carrier"]);
+}
+
+#[tokio::test]
 async fn with_wake_a_sleeping_desktop_is_woken_and_checked() {
     let Some(net) = Net::create() else { return };
     let host = awake_desktop(net);
@@ -204,30 +160,6 @@ async fn with_wake_a_sleeping_desktop_is_woken_and_checked() {
         "[ok]   default: ",
         &["--wake: magic packet sent to", &bcast],
     );
-    assert_line(&out, "[ok]   default: ", &["reachable", "after the wake"]);
-    assert_eq!(host.power.count(&host.power.woken), 1);
-}
-
-#[tokio::test]
-async fn with_only_a_learned_mac_the_desktop_can_be_woken() {
-    let Some(net) = Net::create() else { return };
-    let host = awake_desktop(net);
-    host.sleep();
-    host.wake_on_lan(Duration::from_millis(200));
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://{}:11434", host.net.peer_ip);
-    let cache = learned_2h_ago(&host, &dir);
-    // Asleep, no MAC configured: expected, not a failure, since the learned MAC can wake it.
-    let args = ["--ollama-url", &url, "--cache-file", &cache];
-    let out = doctor(&args).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert_line(&out, "[warn] default: ", &[&url, "does not answer"]);
-    let learned = format!("learned MAC {} to {}", host.mac, host.net.broadcast);
-    assert_line(&out, "[ok]   default: ", &["wakes with", &learned]);
-    assert_eq!(host.power.count(&host.power.woken), 0);
-
-    let out = doctor(&[&args[..], &["--wake"]].concat()).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_line(&out, "[ok]   default: ", &["reachable", "after the wake"]);
     assert_eq!(host.power.count(&host.power.woken), 1);
 }
@@ -298,6 +230,15 @@ async fn bad_configuration_exits_2_with_one_line() {
     let out = doctor(&["--config", &file.display().to_string()]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("config.toml:2:"), "{}", text(&out));
+
+    // No place for the cache file (nor CACHE_FILE): `serve`'s exit code and line.
+    let args = ["doctor", "--ollama-url", "http://127.0.0.1:9"];
+    let out = run_bin(&args, &[("XDG_STATE_HOME", "")]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CACHE_FILE= (empty)"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(out.stdout.is_empty(), "{}", text(&out));
 }
 
 #[tokio::test]

@@ -96,15 +96,28 @@ impl Backend {
             .with_context(|| format!("cannot use the cache file of {}", cfg.name))?;
         let cache = Arc::new(cache);
         let learner = waker.map(|waker| {
-            let configured = cfg.wake.magic.as_ref().map(|m| m.mac);
-            let port = cfg.wake.port.unwrap_or(wol::SenderConfig::default().port);
+            let host = &ollama.upstream.host;
+            let setup = crate::learn::Setup {
+                mac: cfg.wake.magic.as_ref().map(|m| m.mac),
+                wakes: cfg.wake.is_enabled(),
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse()
+                    .ok(),
+            };
             let parts = (
                 waker,
                 Arc::clone(&cache),
                 Arc::clone(&client),
                 Arc::clone(&driver),
             );
-            Arc::new(Learner::new(&cfg.name, configured, port, parts))
+            Arc::new(Learner::new(
+                &cfg.name,
+                setup,
+                cfg.wake.for_learned.clone(),
+                parts,
+            ))
         });
         Ok(Backend {
             name: cfg.name.clone(),

@@ -17,7 +17,7 @@ pub(crate) use parse::Secret;
 use parse::{bad, number};
 pub use sleep::SleepConfig;
 pub use state::{CacheFile, StateDirs};
-pub use wake::{url_mac, HttpWakeConfig, WakeConfig};
+pub use wake::{url_mac, HttpWakeConfig, LearnedSender, WakeConfig};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

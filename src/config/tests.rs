@@ -133,6 +133,29 @@ fn wake_settings() {
 }
 
 #[test]
+fn without_a_mac_the_wake_settings_go_to_a_learned_mac() {
+    let learned = Ipv4Addr::new(192, 168, 1, 255);
+    // Nothing given: the learned broadcast address, the default port, any interface.
+    let plain = serve(&[]).unwrap().wake.for_learned.sender(learned);
+    assert_eq!(plain.destinations, vec![learned]);
+    assert_eq!((plain.port, plain.interface), (9, None));
+    let c = serve(&[
+        "--broadcast",
+        "192.168.1.127",
+        "--interface",
+        "eth1",
+        "--wol-port",
+        "7",
+    ])
+    .unwrap();
+    assert!(c.wake.magic.is_none() && !c.wake.is_enabled());
+    let given = c.wake.for_learned.sender(learned);
+    assert_eq!(given.destinations, vec![Ipv4Addr::new(192, 168, 1, 127)]);
+    assert_eq!(given.port, 7);
+    assert_eq!(given.interface.as_deref(), Some("eth1"));
+}
+
+#[test]
 fn settings_that_cannot_work_are_refused() {
     for (flag, env, value) in [
         ("--timeout", "TIMEOUT_SECONDS", "0"),

@@ -29,8 +29,32 @@ pub struct HttpWakeConfig {
 pub struct WakeConfig {
     pub magic: Option<MagicConfig>,
     pub http: Option<HttpWakeConfig>,
-    /// WOL_PORT, also for a learned MAC's packets when no MAC is configured.
+    /// How a learned MAC's packets are sent when no MAC is configured.
+    pub for_learned: LearnedSender,
+}
+
+/// WOL_BROADCAST, WOL_INTERFACE and WOL_PORT as given: with no MAC configured, a learned MAC's
+/// magic packets go by them (see "Learning the MAC" in docs/behaviour.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LearnedSender {
+    /// WOL_BROADCAST, when given: used instead of the learned broadcast address.
+    pub broadcast: Option<Vec<Ipv4Addr>>,
+    /// WOL_INTERFACE.
+    pub interface: Option<String>,
+    /// WOL_PORT (its default when `None`).
     pub port: Option<u16>,
+}
+
+impl LearnedSender {
+    /// Where the magic packets of a MAC learned with the directed broadcast address `learned` go.
+    pub fn sender(&self, learned: Ipv4Addr) -> SenderConfig {
+        SenderConfig {
+            destinations: self.broadcast.clone().unwrap_or_else(|| vec![learned]),
+            port: self.port.unwrap_or(SenderConfig::default().port),
+            interface: self.interface.clone(),
+            ..SenderConfig::default()
+        }
+    }
 }
 
 impl WakeConfig {
@@ -46,60 +70,21 @@ impl WakeConfig {
             "WOL_PORT",
             args.wol_port.as_deref().unwrap_or(default::WOL_PORT),
         )?;
-        let broadcast = args.broadcast.as_deref().unwrap_or(default::BROADCAST);
-        let destinations = broadcast
-            .split(',')
-            .map(|s| {
-                s.trim().parse::<Ipv4Addr>().map_err(|_| {
-                    bad(
-                        "--broadcast",
-                        "WOL_BROADCAST",
-                        broadcast,
-                        format!("{:?} is not an IPv4 address", s.trim()),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(iface) = &args.interface {
-            if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
-                return Err(bad(
-                    "--interface",
-                    "WOL_INTERFACE",
-                    iface,
-                    "not an interface name",
-                ));
-            }
-        }
-        let secureon = match &args.secureon {
-            Some(s) => Some(Secret::new(s.parse::<MacAddr>().map_err(|e| {
-                bad_secret(
-                    "--secureon",
-                    "WOL_SECUREON",
-                    format!("not a 6-byte password written like a MAC ({e})"),
-                )
-            })?)),
-            None => None,
+        let sender = SenderConfig {
+            destinations: destinations(args.broadcast.as_deref().unwrap_or(default::BROADCAST))?,
+            port,
+            interface: interface(args.interface.as_deref())?,
+            ..SenderConfig::default()
         };
-        let magic = match &args.mac {
-            Some(mac) => Some(MagicConfig {
-                mac: mac.parse().map_err(|e| bad("--mac", "WOL_MAC", mac, e))?,
-                secureon,
-                sender: SenderConfig {
-                    destinations,
-                    port,
-                    interface: args.interface.clone(),
-                    ..SenderConfig::default()
-                },
-            }),
-            None if secureon.is_some() => {
-                return Err(bad_secret(
-                    "--secureon",
-                    "WOL_SECUREON",
-                    "needs --mac (WOL_MAC)",
-                ))
-            }
-            None => None,
+        let for_learned = LearnedSender {
+            broadcast: args
+                .broadcast
+                .is_some()
+                .then(|| sender.destinations.clone()),
+            interface: sender.interface.clone(),
+            port: Some(port),
         };
+        let magic = magic(args, sender)?;
         let http = match &args.wake_url {
             Some(raw) => Some(parse_wake_url(raw, args.wake_key.as_deref())?),
             None if args.wake_key.is_some() => {
@@ -114,9 +99,66 @@ impl WakeConfig {
         Ok(WakeConfig {
             magic,
             http,
-            port: Some(port),
+            for_learned,
         })
     }
+}
+
+/// WOL_MAC with its SecureOn password, sent as `sender` says.
+fn magic(args: &WakeArgs, sender: SenderConfig) -> Result<Option<MagicConfig>, ConfigError> {
+    let secureon = match &args.secureon {
+        Some(s) => Some(Secret::new(s.parse::<MacAddr>().map_err(|e| {
+            bad_secret(
+                "--secureon",
+                "WOL_SECUREON",
+                format!("not a 6-byte password written like a MAC ({e})"),
+            )
+        })?)),
+        None => None,
+    };
+    match &args.mac {
+        Some(mac) => Ok(Some(MagicConfig {
+            mac: mac.parse().map_err(|e| bad("--mac", "WOL_MAC", mac, e))?,
+            secureon,
+            sender,
+        })),
+        None if secureon.is_some() => Err(bad_secret(
+            "--secureon",
+            "WOL_SECUREON",
+            "needs --mac (WOL_MAC)",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// WOL_INTERFACE, when it can be an interface's name.
+fn interface(name: Option<&str>) -> Result<Option<String>, ConfigError> {
+    match name {
+        Some(n) if n.is_empty() || n.len() > 15 || n.contains(['/', ' ']) => Err(bad(
+            "--interface",
+            "WOL_INTERFACE",
+            n,
+            "not an interface name",
+        )),
+        other => Ok(other.map(String::from)),
+    }
+}
+
+/// WOL_BROADCAST's comma-separated IPv4 addresses.
+fn destinations(broadcast: &str) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    broadcast
+        .split(',')
+        .map(|s| {
+            s.trim().parse::<Ipv4Addr>().map_err(|_| {
+                bad(
+                    "--broadcast",
+                    "WOL_BROADCAST",
+                    broadcast,
+                    format!("{:?} is not an IPv4 address", s.trim()),
+                )
+            })
+        })
+        .collect()
 }
 
 /// The `mac` query value of a wake URL, decoded as WolGoWeb's Go server reads it (and signs it).

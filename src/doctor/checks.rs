@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use super::facts::{Bind, CacheFile, Contents, Host, Probe, WakeSent};
+use super::facts::{Bind, CacheFile, Contents, Host, Magic, Probe, WakeSent};
 use super::finding::Finding;
-use super::network::Learned;
 use crate::config::BackendConfig;
+use crate::learn::decide::Observation;
 
 /// A duration for people: `12 ms`, `3.4 s`, or `2h 5m` (seconds dropped past a minute).
 pub fn human(d: Duration) -> String {
@@ -19,7 +19,7 @@ pub fn human(d: Duration) -> String {
 }
 
 /// Whether Ollama answered now (after `--wake`, when it was given).
-/// `learned`: a MAC was learned, so the proxy can wake the machine without a configured method.
+/// `learned`: the proxy can wake the machine with a learned MAC, without a configured method.
 pub fn ollama(
     cfg: &BackendConfig,
     probe: &Probe,
@@ -94,52 +94,69 @@ fn silence(
     )
 }
 
-/// Which wake methods are configured or learned (secrets are never shown).
-pub fn wake_methods(cfg: &BackendConfig, learned: Option<&Learned>) -> Finding {
+/// Which wake methods are configured or learned (secrets are never shown); `seen`: the learner's
+/// look-up now, which says whether a MAC can be learned at all.
+pub fn wake_methods(
+    cfg: &BackendConfig,
+    magic: Option<&Magic>,
+    seen: Option<&Observation>,
+) -> Finding {
     if cfg.always_on {
         return Finding::info("always on: never woken");
     }
-    let magic = cfg.wake.magic.as_ref().map(|m| {
-        let dests: Vec<String> = m
-            .sender
-            .destinations
-            .iter()
-            .map(|d| d.to_string())
-            .collect();
-        let via = m
-            .sender
-            .interface
-            .as_ref()
-            .map(|i| format!(" out of {i}"))
-            .unwrap_or_default();
-        format!(
-            "magic packets for {} to {} port {}{via}",
-            m.mac,
-            dests.join(", "),
-            m.sender.port
-        )
-    });
     let http = cfg
         .wake
         .http
         .as_ref()
         .map(|h| format!("the wake URL {}", crate::wake::display_url(&h.url)));
-    match (magic, http) {
+    match (magic.map(packets), http) {
         (Some(m), Some(h)) => Finding::ok(format!("wakes with {m} and {h}")),
         (Some(m), None) => Finding::ok(format!("wakes with {m}")),
         (None, Some(h)) => Finding::ok(format!("wakes with {h}")),
-        (None, None) => match learned {
-            Some(l) => Finding::ok(format!(
-                "wakes with magic packets for the learned MAC {} to {} (no MAC configured)",
-                l.mac, l.broadcast
-            )),
-            None => Finding::warn("nothing can wake it: no MAC and no wake URL configured").advice(
-                "set the MAC of the desktop's wired network card (WOL_MAC / mac), or let \
-                     the proxy see the desktop awake once to learn it; always_on = true for a \
-                     machine that never sleeps",
-            ),
-        },
+        (None, None) => {
+            let how = match super::learning::never_learned(seen) {
+                true => {
+                    "set the MAC of the desktop's wired network card and its network's \
+                         broadcast address (WOL_MAC and WOL_BROADCAST / mac and broadcast), or a \
+                         wake URL (WAKE_URL / wake_url) served on its network: its MAC cannot be \
+                         learned (see why below)"
+                }
+                false => {
+                    "set the MAC of the desktop's wired network card (WOL_MAC / mac), or let \
+                          the proxy see the desktop awake once to learn it"
+                }
+            };
+            Finding::warn("nothing can wake it: no MAC and no wake URL configured").advice(format!(
+                "{how}; always_on = true for a machine that never sleeps"
+            ))
+        }
     }
+}
+
+/// The magic packets, as the wake methods finding names them.
+fn packets(m: &Magic) -> String {
+    let dests: Vec<String> = m
+        .sender
+        .destinations
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let via = m
+        .sender
+        .interface
+        .as_ref()
+        .map(|i| format!(" out of {i}"))
+        .unwrap_or_default();
+    let (whose, why) = match m.learned {
+        true => ("the learned MAC ", " (no MAC configured)"),
+        false => ("", ""),
+    };
+    format!(
+        "magic packets for {whose}{} to {} port {}{via}{why}",
+        m.mac,
+        dests.join(", "),
+        m.sender.port
+    )
 }
 
 /// What `--wake` sent, one finding per method.
@@ -159,10 +176,15 @@ pub fn wake_sent(sent: &WakeSent) -> Vec<Finding> {
         .collect()
 }
 
-/// Whether magic packets can be sent out of the configured interface, as the proxy tries at start.
-pub fn interface(cfg: &BackendConfig, bind: Option<&Bind>) -> Option<Finding> {
-    let name = cfg.wake.magic.as_ref()?.sender.interface.as_ref()?;
-    let refused = "the proxy refuses to start with it";
+/// Whether magic packets can be sent out of the configured interface, as the proxy tries at start
+/// (or when it starts to use a learned MAC).
+pub fn interface(magic: Option<&Magic>, bind: Option<&Bind>) -> Option<Finding> {
+    let m = magic?;
+    let name = m.sender.interface.as_ref()?;
+    let refused = match m.learned {
+        true => "the proxy cannot send the learned MAC's packets",
+        false => "the proxy refuses to start with it",
+    };
     Some(match bind? {
         Bind::Works => Finding::ok(format!(
             "magic packets can leave by {name} (binding to it works)"
@@ -195,11 +217,10 @@ pub fn interface(cfg: &BackendConfig, bind: Option<&Bind>) -> Option<Finding> {
     })
 }
 
-/// Whether broadcasts can leave a container. `direct`: the desktop's address is on a directly
-/// connected network (`None`: not known).
-pub fn container(cfg: &BackendConfig, host: &Host, direct: Option<bool>) -> Option<Finding> {
-    cfg.wake.magic.as_ref()?;
-    let sign = host.container.as_ref()?;
+/// Whether broadcasts can leave a container, when magic packets are sent (configured or learned).
+/// `direct`: the desktop's address is on a directly connected network (`None`: not known).
+pub fn container(magic: bool, host: &Host, direct: Option<bool>) -> Option<Finding> {
+    let sign = host.container.as_ref().filter(|_| magic)?;
     let host_network = "use the host's network (docker run --network host, or network_mode: host \
                         in compose): broadcasts do not cross a bridge network";
     Some(match (direct, host.physical_nic) {
@@ -224,29 +245,26 @@ pub fn container(cfg: &BackendConfig, host: &Host, direct: Option<bool>) -> Opti
 
 /// The cache file: where, writable, how old its model list is.
 pub fn cache(file: &CacheFile, fresh_for: Duration) -> Finding {
-    let (path, writable, contents) =
-        match file {
-            CacheFile::Off => {
-                return Finding::info(
-                    "no cache file (CACHE_FILE= empty): the cache starts empty at each start",
-                )
-                .advice("unset CACHE_FILE (or name a file) to keep the model list across restarts")
-            }
-            CacheFile::Unplaced => return Finding::fail(
-                "no place for the cache file: none of STATE_DIRECTORY, XDG_STATE_HOME or HOME is \
-                 set, so the proxy refuses to start",
+    let (path, writable, contents) = match file {
+        CacheFile::Off => {
+            return Finding::info(
+                "no cache file (CACHE_FILE= empty): the cache starts empty at each start",
             )
-            .advice("set CACHE_FILE to a file, or CACHE_FILE= (empty) to keep it in memory only"),
-            CacheFile::Unresolvable { path, error } => {
-                return Finding::fail(format!("cache file {}: {error}", path.display()))
-                    .advice("the proxy refuses to start with it: fix or remove the link")
-            }
-            CacheFile::Set {
-                path,
-                writable,
-                contents,
-            } => (path.display(), writable, contents),
-        };
+            .advice("unset CACHE_FILE (or name a file) to keep the model list across restarts")
+        }
+        CacheFile::Unchecked(why) => {
+            return Finding::warn(format!("cannot check the cache file: {why}"))
+        }
+        CacheFile::Unresolvable { path, error } => {
+            return Finding::fail(format!("cache file {}: {error}", path.display()))
+                .advice("the proxy refuses to start with it: fix or remove the link")
+        }
+        CacheFile::Set {
+            path,
+            writable,
+            contents,
+        } => (path.display(), writable, contents),
+    };
     let list = match contents {
         Contents::Missing => "not written yet".to_string(),
         Contents::Unusable(why) => why.clone(),
@@ -272,3 +290,7 @@ pub fn cache(file: &CacheFile, fresh_for: Duration) -> Finding {
 #[cfg(test)]
 #[path = "checks_tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "checks_wake_tests.rs"]
+mod wake_tests;

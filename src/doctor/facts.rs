@@ -4,6 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use wol::{MacAddr, SenderConfig};
+
+use crate::config::BackendConfig;
+use crate::learn::Learned;
+
 /// How Ollama answered `GET /api/version`, asked directly (nothing is woken by asking).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
@@ -28,6 +33,38 @@ pub enum Probe {
 impl Probe {
     pub fn answered(&self) -> bool {
         matches!(self, Probe::Answered { .. })
+    }
+}
+
+/// The magic packets the proxy would send: for the configured MAC, else for the one learned (see
+/// "Learning the MAC" in docs/behaviour.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Magic {
+    pub mac: MacAddr,
+    pub sender: SenderConfig,
+    /// The MAC is the learned one: none is configured.
+    pub learned: bool,
+}
+
+impl Magic {
+    /// The magic packets of `cfg`'s machine, `learned` being the record the proxy would use (for
+    /// Ollama's address); none for an always-on machine, never woken.
+    pub fn of(cfg: &BackendConfig, learned: Option<&Learned>) -> Option<Magic> {
+        if cfg.always_on {
+            return None;
+        }
+        match &cfg.wake.magic {
+            Some(m) => Some(Magic {
+                mac: m.mac,
+                sender: m.sender.clone(),
+                learned: false,
+            }),
+            None => learned.map(|l| Magic {
+                mac: l.mac,
+                sender: cfg.wake.for_learned.sender(l.broadcast),
+                learned: true,
+            }),
+        }
     }
 }
 
@@ -71,8 +108,8 @@ pub struct Host {
 pub enum CacheFile {
     /// `CACHE_FILE=` (empty): kept in memory only.
     Off,
-    /// CACHE_FILE not set and no default place for it: the proxy refuses to start.
-    Unplaced,
+    /// It could not be checked: why.
+    Unchecked(String),
     /// A symbolic link that cannot be followed: the proxy refuses to start.
     Unresolvable { path: PathBuf, error: String },
     Set {

@@ -1,34 +1,36 @@
 //! Gathering the facts about one machine: ask Ollama (directly, bounded, waking nothing), send the
-//! one wake of `--wake`, try the interface, read the cache file (see "Doctor" in
-//! docs/behaviour.md).
+//! one wake of `--wake`, read the cache file, look the machine's address up as the learner does,
+//! try the interface (see "Doctor" in docs/behaviour.md). File, `/proc`, interface and socket work
+//! runs off the async threads, so that one machine's does not hold up another's probe.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::checks::human;
-use super::facts::{Bind, CacheFile, Contents, Probe, WakeSent};
+use super::facts::{Bind, CacheFile, Contents, Magic, Probe, WakeSent};
 use super::network::{Learned, Net};
+use super::probe::{probe, wait};
 use crate::cache::{Cache, ReadError};
 use crate::config::BackendConfig;
+use crate::learn::decide::{Observation, Why};
 use crate::netinfo;
 use crate::wake::Waker;
-
-/// Longest wait for Ollama's answer once connected: `/api/version` is instant on a live Ollama.
-pub const ANSWER_LIMIT: Duration = Duration::from_secs(5);
-
-/// Pause between probes while waiting for a woken machine.
-const POLL: Duration = Duration::from_millis(500);
 
 /// Everything gathered about one machine.
 #[derive(Debug, Clone)]
 pub struct Gathered {
     pub probe: Probe,
-    /// The way to the machine, when Ollama's host is (or resolves to) an IPv4 address of another
-    /// machine.
+    /// Ollama's address: its host's first IPv4 address, else its first (`None`: not resolved).
+    pub ip: Option<IpAddr>,
+    /// The way to the machine, when Ollama's address is an IPv4 address of another machine.
     pub net: Option<Net>,
     pub wake: Option<WakeSent>,
-    /// The record learned while the machine was awake (kept with its cache file), and its age.
+    /// The record in the cache file (learned while the machine was awake), whichever address it
+    /// is for, and its age.
     pub learned: Option<(Learned, Duration)>,
+    /// The magic packets the proxy would send.
+    pub magic: Option<Magic>,
+    /// What the learner's look-up of `ip` says now (`None`: always on, or not resolved).
+    pub seen: Option<Observation>,
     pub bind: Option<Bind>,
     pub cache: CacheFile,
 }
@@ -41,13 +43,23 @@ pub async fn machine(
     cache_file: &crate::config::CacheFile,
     send_wake: bool,
 ) -> Gathered {
-    let cache = cache(cache_file);
-    let learned = learned(&cache);
+    let place = cache_file.clone();
+    let read = move || {
+        let cache = cache(&place);
+        let learned = learned(&cache);
+        (cache, learned)
+    };
+    let (cache, learned) = blocking(read, |e| (CacheFile::Unchecked(e), None)).await;
     let (mut probe, ip) = probe(cfg, client).await;
+    // The record the proxy would use: the one for Ollama's address (see "Learning the MAC").
+    let usable = learned
+        .clone()
+        .filter(|(l, _)| ip.is_none_or(|ip| l.is_for(ip)));
+    let magic = Magic::of(cfg, usable.as_ref().map(|(l, _)| l));
     let wake = match send_wake {
         true => {
             let start = Instant::now();
-            let mut sent = wake(cfg, learned.as_ref().map(|(l, _)| l)).await;
+            let mut sent = wake(cfg, magic.as_ref()).await;
             let any_sent = sent.outcomes.iter().any(|(ok, _)| *ok);
             if any_sent && !probe.answered() && !matches!(probe, Probe::Resolve(_)) {
                 let (after, waited) = wait(cfg, client, start).await;
@@ -58,100 +70,41 @@ pub async fn machine(
         }
         false => None,
     };
-    let bind = cfg
-        .wake
-        .magic
-        .as_ref()
-        .and_then(|m| m.sender.interface.as_deref())
-        .map(super::host::try_bind);
     // After the probe: if Ollama answered, the neighbour entry is fresh.
-    let net = ip.and_then(|ip| net(cfg, ip, learned.clone()));
+    let (always_on, target) = (cfg.always_on, magic.clone());
+    let look = move || local(always_on, ip, target.as_ref(), usable);
+    let local = blocking(look, Local::failed).await;
     Gathered {
-        net,
         probe,
+        ip,
+        net: local.net,
         wake,
-        bind,
-        cache,
         learned,
+        magic,
+        seen: local.seen,
+        bind: local.bind,
+        cache,
     }
 }
 
-/// Resolves Ollama's host, then `GET /api/version` within its connect timeout plus
-/// [`ANSWER_LIMIT`].
-async fn probe(cfg: &BackendConfig, client: &reqwest::Client) -> (Probe, Option<Ipv4Addr>) {
-    let upstream = &cfg.ollama.upstream;
-    let host = upstream.host.trim_start_matches('[').trim_end_matches(']');
-    let ip = match tokio::net::lookup_host((host, upstream.port)).await {
-        Ok(addrs) => addrs.map(|a| a.ip()).find_map(|ip| match ip {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        }),
-        Err(e) => return (Probe::Resolve(e.to_string()), None),
-    };
-    let limit = cfg.ollama.connect_timeout + ANSWER_LIMIT;
-    let start = Instant::now();
-    let sent = client
-        .get(upstream.url("/api/version"))
-        .timeout(limit)
-        .send()
-        .await;
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => return (failure(&e, cfg, limit), ip),
-    };
-    let status = resp.status();
-    let body = match resp.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
-            let why = format!("the answer broke off: {}", crate::error::chain(&e));
-            return (Probe::Other(why), ip);
-        }
-    };
-    let took = start.elapsed();
-    if !status.is_success() {
-        let status = status.as_u16();
-        return (Probe::Status { status, took }, ip);
+/// Runs `work` (files, `/proc`, getifaddrs, sockets) on a blocking thread; `failed` makes the
+/// result, from why, when it could not finish (it panicked).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+    failed: impl FnOnce(String) -> T,
+) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(e) => failed(e.to_string()),
     }
-    let version = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("version")?.as_str().map(String::from));
-    (Probe::Answered { version, took }, ip)
 }
 
-/// What a failed request says about the machine.
-fn failure(e: &reqwest::Error, cfg: &BackendConfig, limit: Duration) -> Probe {
-    if e.is_timeout() {
-        return match e.is_connect() {
-            true => Probe::Silent(format!(
-                "no connection within {}",
-                human(cfg.ollama.connect_timeout)
-            )),
-            false => Probe::Other(format!("connected, but no answer within {}", human(limit))),
-        };
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            return match io.kind() {
-                K::ConnectionRefused => Probe::Refused,
-                K::HostUnreachable | K::NetworkUnreachable | K::TimedOut => {
-                    Probe::Silent(io.to_string())
-                }
-                _ => Probe::Other(crate::error::chain(e)),
-            };
-        }
-        source = s.source();
-    }
-    Probe::Other(crate::error::chain(e))
-}
-
-/// One wake with every configured method (none for an always-on machine).
-async fn wake(cfg: &BackendConfig, learned: Option<&Learned>) -> WakeSent {
-    let outcomes = if cfg.always_on || !(cfg.wake.is_enabled() || learned.is_some()) {
+/// One wake with every method the proxy would use (none for an always-on machine).
+async fn wake(cfg: &BackendConfig, magic: Option<&Magic>) -> WakeSent {
+    let outcomes = if cfg.always_on || !(cfg.wake.is_enabled() || magic.is_some()) {
         Vec::new()
     } else {
-        match waker(cfg, learned) {
+        match waker(cfg, magic) {
             Ok(w) => w
                 .wake_all()
                 .await
@@ -167,58 +120,69 @@ async fn wake(cfg: &BackendConfig, learned: Option<&Learned>) -> WakeSent {
     }
 }
 
-/// The waker the proxy would use: the configured methods, and the learned MAC when none is
-/// configured (see "Learning the MAC" in docs/behaviour.md).
-fn waker(cfg: &BackendConfig, learned: Option<&Learned>) -> Result<Waker, crate::wake::WakerError> {
+/// The waker the proxy would use: the configured methods, and the learned MAC's packets when no
+/// MAC is configured (see "Learning the MAC" in docs/behaviour.md).
+fn waker(cfg: &BackendConfig, magic: Option<&Magic>) -> Result<Waker, crate::wake::WakerError> {
     let waker = Waker::new(&cfg.wake)?;
-    if let (None, Some(l)) = (&cfg.wake.magic, learned) {
-        let port = cfg.wake.port.unwrap_or(wol::SenderConfig::default().port);
-        waker.set_magic(l.mac, l.sender(port))?;
+    if let Some(m) = magic.filter(|m| m.learned) {
+        waker.set_magic(m.mac, m.sender.clone())?;
     }
     Ok(waker)
 }
 
-/// Probes every [`POLL`] until Ollama answers or the wake timeout since `start` passed: the last
-/// probe, and how long it took (`Ok`) or was waited for in vain (`Err`).
-async fn wait(
-    cfg: &BackendConfig,
-    client: &reqwest::Client,
-    start: Instant,
-) -> (Probe, Result<Duration, Duration>) {
-    let limit = cfg.ollama.wake_timeout;
-    loop {
-        let attempt = Instant::now();
-        let (probe, _) = self::probe(cfg, client).await;
-        if probe.answered() {
-            return (probe, Ok(start.elapsed()));
+/// What this machine's kernel and sockets say.
+struct Local {
+    net: Option<Net>,
+    bind: Option<Bind>,
+    seen: Option<Observation>,
+}
+
+impl Local {
+    /// The look-up could not finish: `why`, as the learner would say it.
+    fn failed(why: String) -> Local {
+        Local {
+            net: None,
+            bind: None,
+            seen: Some(Err(Why::Failed(why))),
         }
-        if start.elapsed() >= limit {
-            return (probe, Err(limit));
-        }
-        let pause = POLL.saturating_sub(attempt.elapsed());
-        tokio::time::sleep(pause.min(limit.saturating_sub(start.elapsed()))).await;
     }
 }
 
-/// The route to `ip`, its neighbour entry, and where each magic-packet destination leaves; `None`
-/// for this machine's own address.
-fn net(cfg: &BackendConfig, ip: Ipv4Addr, learned: Option<(Learned, Duration)>) -> Option<Net> {
+/// Blocking: the learner's look-up of `ip`, the way to it and where `magic`'s packets leave, and
+/// whether its interface can be bound.
+fn local(
+    always_on: bool,
+    ip: Option<IpAddr>,
+    magic: Option<&Magic>,
+    learned: Option<(Learned, Duration)>,
+) -> Local {
+    let bind = magic
+        .and_then(|m| m.sender.interface.as_deref())
+        .map(super::host::try_bind);
+    // An always-on machine is never learned (see "Learning the MAC").
+    let seen = ip
+        .filter(|_| !always_on)
+        .map(crate::learn::observe::observe);
+    let net = match ip {
+        Some(IpAddr::V4(v4)) => net(v4, magic, learned),
+        _ => None,
+    };
+    Local { net, bind, seen }
+}
+
+/// The route to `ip`, its neighbour entry, and where each of `magic`'s destinations leaves;
+/// `None` for this machine's own address.
+fn net(ip: Ipv4Addr, magic: Option<&Magic>, learned: Option<(Learned, Duration)>) -> Option<Net> {
     let text = |e: netinfo::NetInfoError| e.to_string();
     // When the interfaces cannot be listed, the address is taken as another machine's: the route
     // lookup below then fails too, and its finding says why.
     if netinfo::is_loopback_or_local(IpAddr::V4(ip)).unwrap_or(false) {
         return None;
     }
-    // Where the configured packets go, else the learned MAC's (see "Learning the MAC").
-    let configured = cfg.wake.magic.iter().flat_map(|m| &m.sender.destinations);
-    let learned_to = match &cfg.wake.magic {
-        None => learned.as_ref().map(|(l, _)| l.broadcast),
-        Some(_) => None,
-    };
-    let destinations = configured
-        .copied()
-        .chain(learned_to)
-        .map(|d| (d, netinfo::route_to(d).map_err(text)))
+    let destinations = magic
+        .iter()
+        .flat_map(|m| &m.sender.destinations)
+        .map(|d| (*d, netinfo::route_to(*d).map_err(text)))
         .collect();
     Some(Net {
         ip,
@@ -245,7 +209,10 @@ fn learned(cache: &CacheFile) -> Option<(Learned, Duration)> {
 fn cache(place: &crate::config::CacheFile) -> CacheFile {
     let path = match place {
         crate::config::CacheFile::Off => return CacheFile::Off,
-        crate::config::CacheFile::Unplaced => return CacheFile::Unplaced,
+        // `doctor` stops before, with `serve`'s error (see "Doctor").
+        crate::config::CacheFile::Unplaced => {
+            return CacheFile::Unchecked("no place for it (CACHE_FILE not set)".into())
+        }
         crate::config::CacheFile::Given(p) | crate::config::CacheFile::Default(p) => p.clone(),
     };
     let resolved = match crate::cache::resolve(&path) {

@@ -7,7 +7,9 @@ mod facts;
 mod finding;
 mod gather;
 mod host;
+mod learning;
 mod network;
+mod probe;
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use facts::Host;
 use finding::Finding;
 use gather::Gathered;
 
-pub use gather::ANSWER_LIMIT;
+pub use probe::ANSWER_LIMIT;
 
 /// What `doctor` prints, and its exit code (0: nothing wrong, 1: problems).
 pub struct Report {
@@ -61,23 +63,25 @@ fn file_of(base: &CacheFile, several: bool, name: &str) -> CacheFile {
 
 /// Every finding about one machine, in the order they are printed.
 fn judge(cfg: &BackendConfig, g: &Gathered, host: &Host, fresh_for: Duration) -> Vec<Finding> {
-    let learned = g.learned.as_ref().map(|(l, _)| l);
-    let mut out = vec![checks::ollama(
-        cfg,
-        &g.probe,
-        g.wake.as_ref(),
-        learned.is_some(),
-    )];
-    out.push(checks::wake_methods(cfg, learned));
+    let magic = g.magic.as_ref();
+    let by_learned = magic.is_some_and(|m| m.learned);
+    let mut out = vec![checks::ollama(cfg, &g.probe, g.wake.as_ref(), by_learned)];
+    out.push(checks::wake_methods(cfg, magic, g.seen.as_ref()));
     if let Some(sent) = &g.wake {
         out.extend(checks::wake_sent(sent));
     }
-    out.extend(checks::interface(cfg, g.bind.as_ref()));
+    out.extend(checks::interface(magic, g.bind.as_ref()));
     let direct = g.net.as_ref().and_then(network::Net::direct);
-    out.extend(checks::container(cfg, host, direct));
+    out.extend(checks::container(magic.is_some(), host, direct));
     if let Some(net) = &g.net {
-        out.extend(network::findings(cfg, net, g.probe.answered()));
+        out.extend(network::findings(cfg, net, magic, g.probe.answered()));
     }
+    out.extend(learning::findings(
+        cfg,
+        g.learned.as_ref(),
+        g.ip,
+        g.seen.as_ref(),
+    ));
     out.push(checks::cache(&g.cache, fresh_for));
     out
 }

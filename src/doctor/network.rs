@@ -8,6 +8,7 @@ use std::time::Duration;
 use wol::MacAddr;
 
 use super::checks::human;
+use super::facts::Magic;
 use super::finding::Finding;
 use crate::config::BackendConfig;
 
@@ -21,10 +22,11 @@ pub struct Net {
     pub route: Result<Route, String>,
     /// The neighbour entry of `ip`, read just after Ollama was asked (fresh if it answered).
     pub neighbour: Result<Option<MacAddr>, String>,
-    /// The record learned while the machine was awake (kept with its cache file), and how long
-    /// ago it was learned.
+    /// The record learned for `ip` while the machine was awake (kept with its cache file), and how
+    /// long ago it was learned.
     pub learned: Option<(Learned, Duration)>,
-    /// Where each magic-packet destination would leave (empty without magic packets).
+    /// Where each magic-packet destination would leave (empty without magic packets, configured
+    /// or learned).
     pub destinations: Vec<(Ipv4Addr, Result<Route, String>)>,
 }
 
@@ -35,20 +37,27 @@ impl Net {
     }
 }
 
-/// Every network finding about `cfg`'s machine; `answered`: Ollama answered just now.
-pub fn findings(cfg: &BackendConfig, net: &Net, answered: bool) -> Vec<Finding> {
-    let mut out = vec![route(cfg, net)];
+/// Every network finding about `cfg`'s machine, `magic` the packets the proxy would send;
+/// `answered`: Ollama answered just now.
+pub fn findings(
+    cfg: &BackendConfig,
+    net: &Net,
+    magic: Option<&Magic>,
+    answered: bool,
+) -> Vec<Finding> {
+    let mut out = vec![route(net, magic.is_some())];
     out.extend(macs(cfg, net, answered));
-    if let Ok(r) = &net.route {
+    if let (Ok(r), Some(m)) = (&net.route, magic) {
         if r.is_direct() {
-            out.extend(destinations(cfg, net.ip, r, &net.destinations));
+            out.extend(destinations(m, net.ip, r, &net.destinations));
         }
     }
     out
 }
 
-/// The route to the machine: which interface, directly connected or via a router, and up.
-fn route(cfg: &BackendConfig, net: &Net) -> Finding {
+/// The route to the machine: which interface, directly connected or via a router, and up;
+/// `magic`: magic packets are sent (configured or learned).
+fn route(net: &Net, magic: bool) -> Finding {
     let ip = net.ip;
     let r = match &net.route {
         Ok(r) => r,
@@ -63,13 +72,22 @@ fn route(cfg: &BackendConfig, net: &Net) -> Finding {
             "bring {iface} up (ip link set {iface} up) or check its cable"
         ));
     }
+    if !r.has_carrier {
+        return Finding::warn(format!(
+            "the route to {ip} leaves by {iface}, which is up but has no carrier"
+        ))
+        .advice(format!(
+            "check {iface}'s cable and the switch port (or the Wi-Fi association): nothing \
+             leaves by it, magic packets neither"
+        ));
+    }
     let here = r
         .local_addr
         .map(|a| format!(" (this host is {a}/{})", r.prefix_len))
         .unwrap_or_default();
     match r.gateway {
         None => Finding::ok(format!("route to {ip}: {iface}, directly connected{here}")),
-        Some(gw) if cfg.wake.magic.is_some() => Finding::warn(format!(
+        Some(gw) if magic => Finding::warn(format!(
             "route to {ip}: via the router {gw} on {iface}: magic packets are broadcasts and do \
              not cross a router"
         ))
@@ -134,16 +152,13 @@ fn wired_advice(ip: Ipv4Addr, mac: MacAddr) -> String {
     )
 }
 
-/// Where each magic-packet destination leaves, against the machine's interface and network.
+/// Where each of `magic`'s destinations leaves, against the machine's interface and network.
 fn destinations(
-    cfg: &BackendConfig,
+    magic: &Magic,
     ip: Ipv4Addr,
     to_ollama: &Route,
     dests: &[(Ipv4Addr, Result<Route, String>)],
 ) -> Vec<Finding> {
-    let Some(magic) = &cfg.wake.magic else {
-        return Vec::new();
-    };
     let iface = &to_ollama.interface;
     let Some(broadcast) = to_ollama.broadcast else {
         return vec![Finding::warn(format!(

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::doctor::checks::tests::machine;
+use crate::doctor::facts::Magic;
 use crate::doctor::finding::Verdict;
 
 const IP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 20);
@@ -17,6 +18,7 @@ fn eth0() -> Route {
         prefix_len: 24,
         broadcast: Some(BCAST),
         is_up: true,
+        has_carrier: true,
     }
 }
 
@@ -28,6 +30,7 @@ fn wlan0_default() -> Route {
         prefix_len: 0,
         broadcast: Some(Ipv4Addr::new(10, 0, 0, 255)),
         is_up: true,
+        has_carrier: true,
     }
 }
 
@@ -40,6 +43,13 @@ fn net(seen: Option<&str>, dests: Vec<(Ipv4Addr, Route)>) -> Net {
         learned: None,
         destinations: dests.into_iter().map(|(d, r)| (d, Ok(r))).collect(),
     }
+}
+
+/// The findings as `doctor` makes them: the packets are the configured MAC's, else the learned
+/// one's.
+fn all(cfg: &BackendConfig, net: &Net, answered: bool) -> Vec<Finding> {
+    let magic = Magic::of(cfg, net.learned.as_ref().map(|(l, _)| l));
+    findings(cfg, net, magic.as_ref(), answered)
 }
 
 fn lines(found: &[Finding]) -> Vec<(Verdict, String)> {
@@ -62,7 +72,7 @@ fn the_route_directly_connected_via_a_router_or_down() {
     let magic = machine(&["--mac", WIRED]);
     let url_only = machine(&["--wake-url", "http://pi:9090/wol?mac=x"]);
     let direct = net(None, vec![]);
-    let f = findings(&magic, &direct, true);
+    let f = all(&magic, &direct, true);
     let text = "route to 192.168.1.20: eth0, directly connected (this host is 192.168.1.2/24)";
     assert_eq!(one(&f, text), Verdict::Ok);
     let routed = Net {
@@ -70,9 +80,9 @@ fn the_route_directly_connected_via_a_router_or_down() {
         ..direct.clone()
     };
     let text = "via the router 10.0.0.1 on wlan0: magic packets are broadcasts";
-    assert_eq!(one(&findings(&magic, &routed, true), text), Verdict::Warn);
+    assert_eq!(one(&all(&magic, &routed, true), text), Verdict::Warn);
     assert_eq!(
-        one(&findings(&url_only, &routed, true), "via the router"),
+        one(&all(&url_only, &routed, true), "via the router"),
         Verdict::Info
     );
     let down = Net {
@@ -83,15 +93,30 @@ fn the_route_directly_connected_via_a_router_or_down() {
         ..direct.clone()
     };
     assert_eq!(
-        one(&findings(&magic, &down, true), "which is down"),
+        one(&all(&magic, &down, true), "which is down"),
         Verdict::Fail
     );
+    let unplugged = Net {
+        route: Ok(Route {
+            has_carrier: false,
+            ..eth0()
+        }),
+        ..direct.clone()
+    };
+    let f = all(&magic, &unplugged, true);
+    assert_eq!(
+        one(&f, "eth0, which is up but has no carrier"),
+        Verdict::Warn
+    );
+    assert!(!lines(&f)
+        .iter()
+        .any(|(_, l)| l.contains("directly connected")));
     let unknown = Net {
         route: Err("no route to 192.168.1.20".into()),
         ..direct
     };
     assert_eq!(
-        one(&findings(&magic, &unknown, true), "cannot tell the route"),
+        one(&all(&magic, &unknown, true), "cannot tell the route"),
         Verdict::Warn
     );
     assert_eq!(unknown.direct(), None);
@@ -102,22 +127,22 @@ fn the_route_directly_connected_via_a_router_or_down() {
 fn the_configured_mac_against_the_one_seen_and_the_one_learned() {
     let wifi = machine(&["--mac", WIFI]);
     let wired = machine(&["--mac", WIRED]);
-    let f = findings(&wifi, &net(Some(WIRED), vec![]), true);
+    let f = all(&wifi, &net(Some(WIRED), vec![]), true);
     let text = format!(
         "configured MAC {WIFI} differs from the MAC seen for 192.168.1.20 ({WIRED}): is WOL_MAC \
          the Wi-Fi card's? magic packets must carry"
     );
     assert_eq!(one(&f, &text), Verdict::Warn);
-    let f = findings(&wired, &net(Some(WIRED), vec![]), true);
+    let f = all(&wired, &net(Some(WIRED), vec![]), true);
     assert_eq!(
         one(&f, &format!("configured MAC {WIRED} is the one seen")),
         Verdict::Ok
     );
     // Not answered now: the entry may be old, and says so.
-    let f = findings(&wired, &net(Some(WIRED), vec![]), false);
+    let f = all(&wired, &net(Some(WIRED), vec![]), false);
     assert_eq!(one(&f, "is the one last seen for"), Verdict::Ok);
     let none = machine(&["--wake-url", "http://pi:9090/wol?mac=x"]);
-    let f = findings(&none, &net(Some(WIRED), vec![]), true);
+    let f = all(&none, &net(Some(WIRED), vec![]), true);
     assert_eq!(
         one(&f, &format!("the MAC seen for 192.168.1.20 is {WIRED}")),
         Verdict::Info
@@ -136,20 +161,20 @@ fn the_configured_mac_against_the_one_seen_and_the_one_learned() {
         )),
         ..net(Some(WIRED), vec![])
     };
-    let f = findings(&wifi, &learned, true);
+    let f = all(&wifi, &learned, true);
     let text = format!(
         "configured MAC {WIFI} differs from the learned MAC {WIRED} (for 192.168.1.20, 2h ago, on \
          eth0, broadcast 192.168.1.255)"
     );
     assert_eq!(one(&f, &text), Verdict::Warn);
     assert_eq!(one(&f, "differs from the MAC seen"), Verdict::Warn);
-    let f = findings(&wired, &learned, true);
+    let f = all(&wired, &learned, true);
     assert_eq!(one(&f, "learned MAC"), Verdict::Info);
     let unreadable = Net {
         neighbour: Err("cannot read /proc/net/arp".into()),
         ..net(None, vec![])
     };
-    let f = findings(&wired, &unreadable, true);
+    let f = all(&wired, &unreadable, true);
     assert_eq!(one(&f, "cannot read the neighbour entry"), Verdict::Warn);
 }
 
@@ -179,7 +204,7 @@ fn where_each_destination_leaves() {
          Verdict::Warn, "192.168.1.127 is not the broadcast address of 192.168.1.20's network (192.168.1.255)"),
     ];
     for (cfg, dests, verdict, text) in cases {
-        let f = findings(&cfg, &net(None, dests), true);
+        let f = all(&cfg, &net(None, dests), true);
         assert_eq!(one(&f, text), verdict);
     }
     let no_broadcast = Net {
@@ -189,14 +214,66 @@ fn where_each_destination_leaves() {
         }),
         ..net(None, vec![(BCAST, eth0())])
     };
-    let f = findings(&to("192.168.1.255", &[]), &no_broadcast, true);
+    let f = all(&to("192.168.1.255", &[]), &no_broadcast, true);
     assert_eq!(one(&f, "has no broadcast address"), Verdict::Warn);
     // Through a router, the route's finding says it all.
     let routed = Net {
         route: Ok(wlan0_default()),
         ..net(None, vec![(BCAST, wlan0_default())])
     };
-    let f = findings(&to("192.168.1.255", &[]), &routed, true);
+    let f = all(&to("192.168.1.255", &[]), &routed, true);
+    assert!(
+        lines(&f).iter().all(|(_, l)| !l.contains("packets to")),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn a_learned_mac_alone_has_its_packets_checked_too() {
+    let record = |broadcast| {
+        let learned = Learned {
+            ip: IP,
+            mac: WIRED.parse().unwrap(),
+            interface: "eth0".into(),
+            broadcast,
+            learned_at: 1_700_000_000,
+        };
+        Some((learned, Duration::from_secs(60)))
+    };
+    let none = machine(&[]);
+    let learned = Net {
+        learned: record(BCAST),
+        ..net(None, vec![(BCAST, eth0())])
+    };
+    let f = all(&none, &learned, true);
+    assert_eq!(
+        one(
+            &f,
+            "packets to 192.168.1.255 leave by eth0, the interface of 192.168.1.20's network"
+        ),
+        Verdict::Ok
+    );
+    // A learned broadcast address whose route now leaves elsewhere.
+    let elsewhere = Net {
+        learned: record(BCAST),
+        ..net(None, vec![(BCAST, wlan0_default())])
+    };
+    let f = all(&none, &elsewhere, true);
+    assert_eq!(
+        one(&f, "packets to 192.168.1.255 leave by wlan0"),
+        Verdict::Warn
+    );
+    // Through a router, broadcasts of the learned MAC do not cross it either.
+    let routed = Net {
+        route: Ok(wlan0_default()),
+        ..learned.clone()
+    };
+    assert_eq!(
+        one(&all(&none, &routed, true), "magic packets are broadcasts"),
+        Verdict::Warn
+    );
+    // Nothing configured, nothing learned: no packets to check.
+    let f = all(&none, &net(None, vec![]), true);
     assert!(
         lines(&f).iter().all(|(_, l)| !l.contains("packets to")),
         "{f:?}"

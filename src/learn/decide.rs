@@ -1,91 +1,12 @@
 //! What to do with what was observed about a backend's card: keep it, wake with it, and what to
 //! say, each thing once (see "Learning the MAC" in docs/behaviour.md). Pure: no I/O, no clock.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
 use wol::MacAddr;
 
+pub use super::why::{Level, Why};
 use super::Learned;
-
-/// Why a backend's MAC was not learned this time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Why {
-    /// The backend is this machine (loopback or one of its own addresses).
-    Local(IpAddr),
-    /// An IPv6 address: only the IPv4 neighbour table is read.
-    Ipv6(IpAddr),
-    /// Not on a directly connected subnet: the neighbour entry would be the router's.
-    Routed {
-        ip: Ipv4Addr,
-        gateway: Ipv4Addr,
-        interface: String,
-    },
-    /// The interface towards it has no broadcast address (point-to-point, a tunnel).
-    NoBroadcast { ip: Ipv4Addr, interface: String },
-    /// The neighbour table has no complete entry for it (yet).
-    NoNeighbour(Ipv4Addr),
-    /// The MAC found is one of this machine's own cards.
-    OwnCard { ip: Ipv4Addr, interface: String },
-    /// The kernel's tables could not be read.
-    Failed(String),
-}
-
-impl fmt::Display for Why {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Why::Local(ip) => write!(f, "{ip} is this machine itself: no MAC to learn"),
-            Why::Ipv6(ip) => write!(
-                f,
-                "{ip} is an IPv6 address: its MAC is not learned (only the IPv4 neighbour table \
-                 is read); set WOL_MAC to wake it with magic packets"
-            ),
-            Why::Routed {
-                ip,
-                gateway,
-                interface,
-            } => write!(
-                f,
-                "{ip} is not on a directly connected subnet (reached through the router \
-                 {gateway} on {interface}): its MAC is never learned, as the neighbour table holds \
-                 the router's and a directed broadcast does not cross it; set WOL_MAC and \
-                 WOL_BROADCAST, or WAKE_URL to a wake service on its subnet"
-            ),
-            Why::NoBroadcast { ip, interface } => write!(
-                f,
-                "{ip} is reached on {interface}, which has no broadcast address: its MAC is not \
-                 learned; set WOL_MAC and WOL_BROADCAST"
-            ),
-            Why::NoNeighbour(ip) => write!(
-                f,
-                "no complete entry for {ip} in the neighbour table: its MAC is not learned yet"
-            ),
-            Why::OwnCard { ip, interface } => write!(
-                f,
-                "the neighbour entry of {ip} has the MAC of this machine's own {interface}: not learned"
-            ),
-            Why::Failed(e) => write!(f, "cannot learn the MAC: {e}"),
-        }
-    }
-}
-
-/// How loud a message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Debug,
-    Info,
-    Warn,
-}
-
-impl Why {
-    fn level(&self) -> Level {
-        match self {
-            Why::Local(_) | Why::NoNeighbour(_) => Level::Debug,
-            Why::Ipv6(_) => Level::Info,
-            _ => Level::Warn,
-        }
-    }
-}
 
 /// What was seen: a card, or why none.
 pub type Observation = Result<Found, Why>;
@@ -99,6 +20,18 @@ pub struct Found {
     pub broadcast: Ipv4Addr,
 }
 
+/// What the learner knows of the backend's configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup {
+    /// WOL_MAC (or the table's `mac`): kept, and compared.
+    pub mac: Option<MacAddr>,
+    /// A wake method is configured (a MAC or a wake URL).
+    pub wakes: bool,
+    /// Ollama's host, when the URL names it by address: a record for another address is not this
+    /// backend's card.
+    pub host: Option<IpAddr>,
+}
+
 /// What the learner must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -106,17 +39,23 @@ pub enum Step {
     Store(Learned),
     /// Wake with this MAC, on this broadcast address (no MAC is configured).
     Use(Learned),
+    /// Drop the record from the cache file: it is not this backend's card any more.
+    Forget,
+    /// Stop waking with the learned MAC (back to the configured methods).
+    StopUsing,
     /// Say this.
     Log(Level, String),
 }
 
-/// What was already said, so that each thing is said once.
+/// What was already said and done, so that each thing is said once.
 #[derive(Debug, Default)]
 pub struct Memory {
     /// The last reason given for not learning (said again only when it changes).
     last_why: Option<Why>,
     /// The configured and learned MACs last warned about.
     warned: Option<(MacAddr, MacAddr)>,
+    /// Magic packets go to the learned MAC now.
+    in_use: bool,
 }
 
 fn learned_line(l: &Learned, from: &str) -> String {
@@ -144,39 +83,50 @@ fn check_configured(mem: &mut Memory, configured: Option<MacAddr>, l: &Learned) 
     ))
 }
 
-/// At start: the record in the cache file, if any, is used at once (no MAC configured).
-pub fn loaded(mem: &mut Memory, configured: Option<MacAddr>, known: Option<&Learned>) -> Vec<Step> {
-    let Some(l) = known else { return Vec::new() };
-    let mut steps = Vec::new();
-    if configured.is_none() {
+/// Wakes with `l` from now on, unless a MAC is configured.
+fn use_it(mem: &mut Memory, setup: &Setup, l: &Learned, steps: &mut Vec<Step>) {
+    if setup.mac.is_none() {
         steps.push(Step::Use(l.clone()));
+        mem.in_use = true;
+    }
+}
+
+/// At start: the record in the cache file, if any, is used at once (no MAC configured), unless
+/// it is for another address than the one Ollama's URL names: then it is forgotten.
+pub fn loaded(mem: &mut Memory, setup: &Setup, known: Option<&Learned>) -> Vec<Step> {
+    let Some(l) = known else { return Vec::new() };
+    if let Some(host) = setup.host.filter(|h| !l.is_for(*h)) {
+        let line = format!(
+            "forgot the learned MAC {} of {} on {} from the cache file: Ollama is at {host}",
+            l.mac, l.ip, l.interface
+        );
+        return vec![Step::Forget, Step::Log(Level::Info, line)];
+    }
+    let mut steps = Vec::new();
+    use_it(mem, setup, l, &mut steps);
+    if setup.mac.is_none() {
         steps.push(Step::Log(
             Level::Info,
             learned_line(l, ", from the cache file"),
         ));
     }
-    steps.extend(check_configured(mem, configured, l));
+    steps.extend(check_configured(mem, setup.mac, l));
     steps
 }
 
-/// After an observation at `now` (Unix seconds): what changes and what is said.
+/// After a look-up of `peer`, the address Ollama was last connected to, at `now` (Unix seconds):
+/// what changes and what is said.
 pub fn observed(
     mem: &mut Memory,
-    configured: Option<MacAddr>,
+    setup: &Setup,
     known: Option<&Learned>,
+    peer: IpAddr,
     seen: Observation,
     now: u64,
 ) -> Vec<Step> {
     let found = match seen {
         Ok(found) => found,
-        Err(why) => {
-            if mem.last_why.as_ref() == Some(&why) {
-                return Vec::new();
-            }
-            let step = Step::Log(why.level(), why.to_string());
-            mem.last_why = Some(why);
-            return vec![step];
-        }
+        Err(why) => return not_learned(mem, setup, known, peer, why),
     };
     mem.last_why = None;
     let l = Learned {
@@ -187,18 +137,60 @@ pub fn observed(
         learned_at: now,
     };
     let mut steps = Vec::new();
-    if !known.is_some_and(|k| k.same_as(&l)) {
-        let before = known
-            .map(|k| format!(", was {} on {}", k.mac, k.interface))
-            .unwrap_or_default();
-        // Said once done: whoever reads the line finds the record kept and in use.
-        steps.push(Step::Store(l.clone()));
-        if configured.is_none() {
-            steps.push(Step::Use(l.clone()));
+    match known.filter(|k| k.same_as(&l)) {
+        // The same card: nothing to say; used again if it was not (a record for another address
+        // at start).
+        Some(k) if !mem.in_use => use_it(mem, setup, k, &mut steps),
+        Some(_) => {}
+        None => {
+            let before = known
+                .map(|k| format!(", was {} of {} on {}", k.mac, k.ip, k.interface))
+                .unwrap_or_default();
+            // Said once done: whoever reads the line finds the record kept and in use.
+            steps.push(Step::Store(l.clone()));
+            use_it(mem, setup, &l, &mut steps);
+            steps.push(Step::Log(Level::Info, learned_line(&l, &before)));
         }
-        steps.push(Step::Log(Level::Info, learned_line(&l, &before)));
     }
-    steps.extend(check_configured(mem, configured, &l));
+    steps.extend(check_configured(mem, setup.mac, &l));
+    steps
+}
+
+/// No card this time (`why`): a record for another address, or one where learning is ruled out
+/// now, is forgotten; the reason is said once until it changes.
+fn not_learned(
+    mem: &mut Memory,
+    setup: &Setup,
+    known: Option<&Learned>,
+    peer: IpAddr,
+    why: Why,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let moved = known.is_some_and(|k| !k.is_for(peer));
+    if let Some(k) = known.filter(|_| moved || why.rules_out_learning()) {
+        steps.push(Step::Forget);
+        if std::mem::take(&mut mem.in_use) {
+            steps.push(Step::StopUsing);
+        }
+        let (level, cause) = match moved {
+            true => (Level::Info, format!("Ollama is at {peer} now")),
+            false => {
+                let (level, line) = why.said(setup.wakes);
+                mem.last_why = Some(why.clone());
+                (level.max(Level::Info), line)
+            }
+        };
+        let line = format!(
+            "forgot the learned MAC {} of {} on {}, magic packets no longer go to it: {cause}",
+            k.mac, k.ip, k.interface
+        );
+        steps.push(Step::Log(level, line));
+    }
+    if mem.last_why.as_ref() != Some(&why) {
+        let (level, line) = why.said(setup.wakes);
+        steps.push(Step::Log(level, line));
+        mem.last_why = Some(why);
+    }
     steps
 }
 

@@ -3,19 +3,21 @@
 //! in docs/behaviour.md). Nothing here runs on a request's path.
 
 pub(crate) mod decide;
-mod observe;
+pub(crate) mod observe;
 pub mod record;
+mod why;
 
+pub use decide::Setup;
 pub use record::Learned;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use wol::MacAddr;
 
 use crate::backend::machine::State;
 use crate::cache::Cache;
+use crate::config::LearnedSender;
 use crate::driver::Driver;
 use crate::upstream::Client;
 use crate::wake::Waker;
@@ -28,10 +30,10 @@ const RELEARN: Duration = Duration::from_secs(300);
 pub(crate) struct Learner {
     /// The backend's name, for the log.
     name: String,
-    /// WOL_MAC (or the table's `mac`), if set: kept, and compared.
-    configured: Option<MacAddr>,
-    /// WOL_PORT: the learned MAC's packets go to this port.
-    port: u16,
+    /// What is configured: the MAC, other wake methods, Ollama's address.
+    setup: Setup,
+    /// WOL_BROADCAST, WOL_INTERFACE and WOL_PORT as given: how the learned MAC's packets go.
+    sender: LearnedSender,
     waker: Arc<Waker>,
     cache: Arc<Cache>,
     client: Arc<Client>,
@@ -43,15 +45,15 @@ impl Learner {
     /// A learner for the backend named `name`.
     pub fn new(
         name: &str,
-        configured: Option<MacAddr>,
-        port: u16,
+        setup: Setup,
+        sender: LearnedSender,
         parts: (Arc<Waker>, Arc<Cache>, Arc<Client>, Arc<Driver>),
     ) -> Learner {
         let (waker, cache, client, driver) = parts;
         Learner {
             name: name.to_string(),
-            configured,
-            port,
+            setup,
+            sender,
             waker,
             cache,
             client,
@@ -64,7 +66,7 @@ impl Learner {
     /// Tokio runtime.
     pub fn load(&self) {
         let known = self.cache.learned();
-        let steps = decide::loaded(&mut self.memory(), self.configured, known.as_ref());
+        let steps = decide::loaded(&mut self.memory(), &self.setup, known.as_ref());
         self.perform(steps);
     }
 
@@ -85,6 +87,19 @@ impl Learner {
         }
     }
 
+    /// Wakes with the learned MAC from now on.
+    fn use_learned(&self, l: &Learned) {
+        let backend = self.name.as_str();
+        let sender = self.sender.sender(l.broadcast);
+        let to: Vec<String> = sender.destinations.iter().map(|d| d.to_string()).collect();
+        let (port, interface) = (sender.port, sender.interface.clone());
+        match self.waker.set_magic(l.mac, sender) {
+            Err(e) => tracing::warn!(backend, error = %e, "cannot wake with the learned MAC"),
+            Ok(()) => tracing::info!(backend, mac = %l.mac, to = %to.join(","), port,
+                interface = interface.as_deref().unwrap_or("any"), "magic packets go to the learned MAC"),
+        }
+    }
+
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -94,7 +109,8 @@ impl Learner {
         let Some(peer) = self.client.peer() else {
             return;
         };
-        let seen = tokio::task::spawn_blocking(move || observe::observe(peer.ip())).await;
+        let peer = peer.ip();
+        let seen = tokio::task::spawn_blocking(move || observe::observe(peer)).await;
         let seen = match seen {
             Ok(seen) => seen,
             Err(e) => Err(decide::Why::Failed(e.to_string())),
@@ -103,8 +119,9 @@ impl Learner {
         let now = crate::monitor::events::unix_now();
         let steps = decide::observed(
             &mut self.memory(),
-            self.configured,
+            &self.setup,
             known.as_ref(),
+            peer,
             seen,
             now,
         );
@@ -118,14 +135,11 @@ impl Learner {
                 Step::Store(l) => {
                     self.cache.set_learned(l);
                 }
-                Step::Use(l) => {
-                    if let Err(e) = self.waker.set_magic(l.mac, l.sender(self.port)) {
-                        tracing::warn!(backend, error = %e, "cannot wake with the learned MAC");
-                    } else {
-                        tracing::info!(backend, mac = %l.mac, broadcast = %l.broadcast, port = self.port,
-                            "magic packets go to the learned MAC");
-                    }
+                Step::Use(l) => self.use_learned(&l),
+                Step::Forget => {
+                    self.cache.clear_learned();
                 }
+                Step::StopUsing => self.waker.clear_learned(),
                 Step::Log(Level::Debug, m) => tracing::debug!(backend, "{m}"),
                 Step::Log(Level::Info, m) => tracing::info!(backend, "{m}"),
                 Step::Log(Level::Warn, m) => tracing::warn!(backend, "{m}"),

@@ -32,7 +32,8 @@ pub fn observe(peer: IpAddr) -> Observation {
     let mac = netinfo::neighbour_mac_on(ip, Some(&route.interface))
         .map_err(failed)?
         .ok_or(Why::NoNeighbour(ip))?;
-    // Proxy ARP or a bridge of this machine's own: the entry is not the backend's card.
+    // This machine answers for the address (its own proxy ARP, a bridge): the entry is not the
+    // backend's card. Proxy ARP by another device is not detected (see "Learning the MAC").
     if let Ok(Some(own)) = netinfo::own_interface_of(mac) {
         return Err(Why::OwnCard { ip, interface: own });
     }

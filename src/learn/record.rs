@@ -26,19 +26,15 @@ pub struct Learned {
 }
 
 impl Learned {
+    /// Learned for the address `addr` (a record for another one is not that backend's card).
+    pub fn is_for(&self, addr: std::net::IpAddr) -> bool {
+        std::net::IpAddr::V4(self.ip) == addr
+    }
+
     /// Same card at the same place: everything but the time it was learned.
     pub fn same_as(&self, other: &Learned) -> bool {
         (self.ip, self.mac, &self.interface, self.broadcast)
             == (other.ip, other.mac, &other.interface, other.broadcast)
-    }
-
-    /// Where magic packets for this card go: its subnet's broadcast address, on `port` (WOL_PORT).
-    pub fn sender(&self, port: u16) -> wol::SenderConfig {
-        wol::SenderConfig {
-            destinations: vec![self.broadcast],
-            port,
-            ..wol::SenderConfig::default()
-        }
     }
 }
 

@@ -49,11 +49,13 @@ fn hex(field: &str) -> Option<u32> {
     u32::from_str_radix(digits, 16).ok()
 }
 
-/// The MAC of `ip` in `entries`: the first complete entry, preferring one on `device` when given.
+/// The MAC of `ip` in `entries`: the first complete entry, on `device` only when it is given (an
+/// entry on another interface is another link's neighbour, not the one the route leads to).
 pub fn mac_of(entries: &[ArpEntry], ip: Ipv4Addr, device: Option<&str>) -> Option<MacAddr> {
-    let complete = || entries.iter().filter(|e| e.ip == ip && e.mac.is_some());
-    let on_device = device.and_then(|d| complete().find(|e| e.device == d));
-    on_device.or_else(|| complete().next()).and_then(|e| e.mac)
+    entries
+        .iter()
+        .filter(|e| e.ip == ip && device.is_none_or(|d| e.device == d))
+        .find_map(|e| e.mac)
 }
 
 #[cfg(test)]
@@ -85,7 +87,9 @@ IP address       HW type     Flags       HW address            Mask     Device
         let ip = Ipv4Addr::new(192, 168, 1, 50);
         assert_eq!(mac_of(&e, ip, None), mac("02:00:5e:10:20:30"));
         assert_eq!(mac_of(&e, ip, Some("br0")), mac("02:00:5e:aa:bb:cc"));
-        assert_eq!(mac_of(&e, ip, Some("nope0")), mac("02:00:5e:10:20:30"));
+        // Only on the interface asked for: none there is none.
+        assert_eq!(mac_of(&e, ip, Some("nope0")), None);
+        assert_eq!(mac_of(&e, Ipv4Addr::new(10, 0, 0, 9), Some("eth0")), None);
         assert_eq!(mac_of(&e, Ipv4Addr::new(192, 168, 1, 77), None), None);
         assert_eq!(mac_of(&e, Ipv4Addr::new(192, 168, 1, 99), None), None);
     }

@@ -2,6 +2,11 @@
 //! route to it, and the address and directed broadcast of the interface that route leaves by (see
 //! "Learning the MAC" in docs/behaviour.md). Each call reads `/proc` or asks for the interfaces'
 //! addresses: for background tasks and commands, never a request's path.
+//!
+//! The tables are read through `/proc/self/net`, not `/proc/net`: under systemd's
+//! `ProcSubset=pid` (the shipped unit's sandbox) only the process directories of `/proc` are
+//! there, and `/proc/net` is missing while `/proc/self/net` still shows this process's network
+//! namespace.
 
 mod arp;
 mod iface;
@@ -16,8 +21,8 @@ pub use arp::{mac_of, parse_arp, ArpEntry};
 pub use iface::{local_addresses, own_interface_of, IfaceAddr};
 pub use route::{best_route, parse_routes, RouteEntry};
 
-const ARP: &str = "/proc/net/arp";
-const ROUTE: &str = "/proc/net/route";
+const ARP: &str = "/proc/self/net/arp";
+const ROUTE: &str = "/proc/self/net/route";
 
 /// Why the kernel's tables could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,8 @@ pub struct Route {
     pub broadcast: Option<Ipv4Addr>,
     /// The interface is up.
     pub is_up: bool,
+    /// It has a carrier (see [`IfaceAddr::has_carrier`]).
+    pub has_carrier: bool,
 }
 
 impl Route {
@@ -63,11 +70,14 @@ impl Route {
     }
 }
 
+/// A table of `/proc` as text: bytes that are not UTF-8 (an interface may be named with any bytes)
+/// are replaced, so that one odd name costs its own line only, never the whole table.
 fn read(path: &Path) -> Result<String, NetInfoError> {
-    std::fs::read_to_string(path).map_err(|source| NetInfoError::Read {
+    let bytes = std::fs::read(path).map_err(|source| NetInfoError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The MAC of `ip` in the IPv4 neighbour table; `None` when there is no complete entry.
@@ -75,7 +85,7 @@ pub fn neighbour_mac(ip: Ipv4Addr) -> Result<Option<MacAddr>, NetInfoError> {
     neighbour_mac_on(ip, None)
 }
 
-/// Like [`neighbour_mac`], preferring the entry on `interface`.
+/// Like [`neighbour_mac`], with only an entry on `interface` (when given) counting.
 pub fn neighbour_mac_on(
     ip: Ipv4Addr,
     interface: Option<&str>,
@@ -108,6 +118,7 @@ pub fn route_with(best: &RouteEntry, ip: Ipv4Addr, addrs: &[IfaceAddr]) -> Route
         prefix_len: best.prefix_len,
         broadcast: chosen.and_then(|a| a.broadcast),
         is_up: on_iface.iter().any(|a| a.is_up),
+        has_carrier: on_iface.iter().any(|a| a.has_carrier),
     }
 }
 
@@ -132,6 +143,7 @@ mod tests {
             prefix_len,
             broadcast: Some(Ipv4Addr::from(u32::from(ip) | host_bits)),
             is_up: up,
+            has_carrier: up,
         }
     }
 
@@ -162,6 +174,25 @@ mod tests {
         assert!(!r.is_up);
         let r = route_with(&best, desktop, &[]);
         assert_eq!((r.local_addr, r.broadcast, r.is_up), (None, None, false));
+        assert!(!r.has_carrier);
+    }
+
+    #[test]
+    fn an_interface_name_that_is_not_utf8_costs_only_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arp");
+        let mut table = b"IP address HW type Flags HW address Mask Device\n".to_vec();
+        table.extend_from_slice(b"192.168.1.7 0x1 0x2 02:00:00:00:00:07 * eth\xff\xfe0\n");
+        table.extend_from_slice(b"192.168.1.50 0x1 0x2 02:00:5e:10:20:30 * eth0\n");
+        std::fs::write(&path, table).unwrap();
+        let entries = parse_arp(&read(&path).unwrap());
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        let ip = Ipv4Addr::new(192, 168, 1, 50);
+        assert!(mac_of(&entries, ip, Some("eth0")).is_some());
+        assert!(matches!(
+            read(&dir.path().join("missing")),
+            Err(NetInfoError::Read { .. })
+        ));
     }
 
     #[test]

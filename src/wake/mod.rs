@@ -69,6 +69,8 @@ struct Magic {
 /// learned MAC (see "Learning the MAC" in docs/behaviour.md).
 pub struct Waker {
     magic: RwLock<Option<Arc<Magic>>>,
+    /// The configured target, which [`Waker::clear_learned`] goes back to.
+    configured: Option<Arc<Magic>>,
     /// A target is set: lock-free for the request path's `can_wake`.
     has_magic: AtomicBool,
     http: Option<(reqwest::Client, HttpWakeConfig)>,
@@ -98,6 +100,7 @@ impl Waker {
         };
         Ok(Waker {
             has_magic: AtomicBool::new(magic.is_some()),
+            configured: magic.clone(),
             magic: RwLock::new(magic),
             http,
         })
@@ -113,6 +116,13 @@ impl Waker {
         *self.magic.write().unwrap_or_else(|e| e.into_inner()) = Some(magic);
         self.has_magic.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Stops sending magic packets for a learned MAC: back to the configured target, if any.
+    pub fn clear_learned(&self) {
+        *self.magic.write().unwrap_or_else(|e| e.into_inner()) = self.configured.clone();
+        self.has_magic
+            .store(self.configured.is_some(), Ordering::Release);
     }
 
     fn magic(&self) -> Option<Arc<Magic>> {
@@ -154,5 +164,27 @@ impl Waker {
     pub async fn wake_all(&self) -> Vec<Outcome> {
         let (magic, http) = tokio::join!(self.send_magic(), self.call_http());
         magic.into_iter().chain(http).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_learned_target_is_cleared_back_to_no_magic_packets() {
+        let waker = Waker::new(&WakeConfig::default()).unwrap();
+        assert!(!waker.is_enabled());
+        let sender = SenderConfig {
+            destinations: vec![std::net::Ipv4Addr::LOCALHOST],
+            port: 9,
+            ..SenderConfig::default()
+        };
+        let mac: MacAddr = "02:00:5e:10:20:30".parse().unwrap();
+        waker.set_magic(mac, sender).unwrap();
+        assert!(waker.has_magic() && waker.is_enabled());
+        waker.clear_learned();
+        assert!(!waker.has_magic() && !waker.is_enabled());
+        assert!(waker.send_magic().await.is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! Shared test helpers: the proxy on a pre-bound listener, a fake Ollama, a sleeping host.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod doctor;
 pub mod fake;
 pub mod netns;
 pub mod nshost;
@@ -396,6 +397,15 @@ pub async fn magic_catcher() -> (tokio::net::UdpSocket, Vec<String>) {
 pub fn closed_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// A cache file `cache.json` in `dir` holding only the learned record `learned` (its fields as
+/// the file keeps them): its path.
+pub fn cache_with_record(dir: &std::path::Path, learned: serde_json::Value) -> String {
+    let file = dir.join("cache.json");
+    let content = serde_json::json!({ "learned": learned });
+    std::fs::write(&file, content.to_string()).unwrap();
+    file.display().to_string()
 }
 
 /// Borrowed views of owned arguments, for `Child::start` and `Proxy::start`.

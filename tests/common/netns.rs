@@ -198,6 +198,20 @@ impl Net {
         Ok(far)
     }
 
+    /// Gives this machine's end of the link its address again, without `brd` (as a plain
+    /// `ip addr add 10.a.b.1/24 dev …` leaves it): the kernel then keeps no broadcast address.
+    pub fn readdress_without_brd(&self) {
+        let cidr = format!("{}/24", self.host_ip);
+        ip(&["addr", "del", &cidr, "dev", &self.host_if]).unwrap();
+        ip(&["addr", "add", &cidr, "dev", &self.host_if]).unwrap();
+    }
+
+    /// Takes the namespace's end of the link down: this machine's end stays up without a carrier
+    /// (`NO-CARRIER`), as with a cable pulled out.
+    pub fn unplug(&self) {
+        ip(&["-n", &self.ns, "link", "set", "dev", &self.peer_if, "down"]).unwrap();
+    }
+
     /// Gives the namespace's end of the link this hardware address (the host's own card).
     pub fn set_peer_mac(&self, mac: &str) {
         ip(&[
