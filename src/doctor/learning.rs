@@ -58,7 +58,7 @@ pub fn findings(
     let (level, mut text, advice) = why.judged(cfg.wake.is_enabled());
     if let Some(l) = current.filter(|_| why.rules_out_learning()) {
         text.push_str(&format!(
-            "; the proxy forgets the learned MAC {} at its next look-up",
+            "; the proxy forgets the learned MAC {} when its look-ups keep finding this",
             l.mac
         ));
     }
@@ -155,7 +155,7 @@ mod tests {
             f[0].1.contains("the configured wake method is used"),
             "{f:?}"
         );
-        // A record there: the proxy drops it at its next look-up.
+        // A record there: the proxy drops it after its next look-ups.
         let f = lines(&findings(
             &machine(&[]),
             Some(&record(IP)),
@@ -164,7 +164,7 @@ mod tests {
         ));
         assert!(
             f[0].1.contains(
-                "the proxy forgets the learned MAC aa:bb:cc:dd:ee:01 at its next look-up"
+                "the proxy forgets the learned MAC aa:bb:cc:dd:ee:01 when its look-ups keep finding this"
             ),
             "{f:?}"
         );

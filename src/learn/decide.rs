@@ -56,6 +56,24 @@ pub struct Memory {
     warned: Option<(MacAddr, MacAddr)>,
     /// Magic packets go to the learned MAC now.
     in_use: bool,
+    /// Look-ups in a row that ruled learning out (see [`FORGET_AFTER`]).
+    ruled_out: u32,
+}
+
+/// Look-ups in a row that must rule learning out before a record is forgotten: one look-up can
+/// fall in a passing state of this host's network (an interface between two addresses, a route
+/// through another interface while Wi-Fi reconnects).
+pub const FORGET_AFTER: u32 = 2;
+
+/// A look-up ruled learning out for a record not yet forgotten: the next one should come soon.
+pub fn to_confirm(mem: &Memory) -> bool {
+    (1..FORGET_AFTER).contains(&mem.ruled_out)
+}
+
+/// Setting up the learned MAC's packets failed (a socket, an interface not there yet): the next
+/// look-up that finds the same card tries again.
+pub fn use_failed(mem: &mut Memory) {
+    mem.in_use = false;
 }
 
 fn learned_line(l: &Learned, from: &str) -> String {
@@ -129,6 +147,7 @@ pub fn observed(
         Err(why) => return not_learned(mem, setup, known, peer, why),
     };
     mem.last_why = None;
+    mem.ruled_out = 0;
     let l = Learned {
         ip: found.ip,
         mac: found.mac,
@@ -166,8 +185,14 @@ fn not_learned(
     why: Why,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
-    let moved = known.is_some_and(|k| !k.is_for(peer));
-    if let Some(k) = known.filter(|_| moved || why.rules_out_learning()) {
+    // An IPv6 peer says nothing of the IPv4 card learned (a host name with both kinds of address).
+    let moved = peer.is_ipv4() && known.is_some_and(|k| !k.is_for(peer));
+    mem.ruled_out = match why.rules_out_learning() {
+        true => mem.ruled_out.saturating_add(1),
+        false => 0,
+    };
+    let forget = moved || mem.ruled_out >= FORGET_AFTER;
+    if let Some(k) = known.filter(|_| forget) {
         steps.push(Step::Forget);
         if std::mem::take(&mut mem.in_use) {
             steps.push(Step::StopUsing);

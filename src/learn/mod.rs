@@ -26,6 +26,10 @@ use decide::{Level, Memory, Step};
 /// How often the MAC is looked up again while the backend stays awake.
 const RELEARN: Duration = Duration::from_secs(300);
 
+/// After a look-up that ruled learning out for a record, the next one comes this much later to
+/// confirm it before the record is forgotten (see "Learning the MAC").
+const CONFIRM: Duration = Duration::from_secs(20);
+
 /// One backend's learner.
 pub(crate) struct Learner {
     /// The backend's name, for the log.
@@ -73,7 +77,9 @@ impl Learner {
     /// Learns after every wake-up and every [`RELEARN`] while awake, until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + RELEARN, RELEARN);
+        let mut confirm: Option<tokio::time::Instant> = None;
         loop {
+            let at = confirm.unwrap_or_else(|| tokio::time::Instant::now() + RELEARN);
             tokio::select! {
                 _ = self.driver.awoke() => {}
                 _ = every.tick() => {
@@ -81,9 +87,12 @@ impl Learner {
                         continue;
                     }
                 }
+                _ = tokio::time::sleep_until(at), if confirm.is_some() => {}
                 _ = stop.cancelled() => return,
             }
             self.learn_once().await;
+            let soon = decide::to_confirm(&self.memory());
+            confirm = soon.then(|| tokio::time::Instant::now() + CONFIRM);
         }
     }
 
@@ -94,7 +103,11 @@ impl Learner {
         let to: Vec<String> = sender.destinations.iter().map(|d| d.to_string()).collect();
         let (port, interface) = (sender.port, sender.interface.clone());
         match self.waker.set_magic(l.mac, sender) {
-            Err(e) => tracing::warn!(backend, error = %e, "cannot wake with the learned MAC"),
+            Err(e) => {
+                // Tried again at the next look-up that finds the same card.
+                decide::use_failed(&mut self.memory());
+                tracing::warn!(backend, error = %e, "cannot wake with the learned MAC")
+            }
             Ok(()) => tracing::info!(backend, mac = %l.mac, to = %to.join(","), port,
                 interface = interface.as_deref().unwrap_or("any"), "magic packets go to the learned MAC"),
         }

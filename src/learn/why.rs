@@ -75,11 +75,11 @@ impl fmt::Display for Why {
 impl Why {
     /// The backend's MAC cannot be learned where it is now (unlike a missing neighbour entry or
     /// tables that could not be read, which the next look-up may change): a record learned earlier
-    /// is not its card's any more.
+    /// is not its card's any more. Not an IPv6 address: the same card may have both kinds.
     pub fn rules_out_learning(&self) -> bool {
         matches!(
             self,
-            Why::Local(_) | Why::Ipv6(_) | Why::Routed { .. } | Why::NoBroadcast { .. }
+            Why::Local(_) | Why::Routed { .. } | Why::NoBroadcast { .. }
         )
     }
 
@@ -180,7 +180,8 @@ mod tests {
     #[test]
     fn what_rules_learning_out() {
         assert!(routed().rules_out_learning());
-        assert!(Why::Ipv6("::1".parse().unwrap()).rules_out_learning());
+        // A host name with both kinds of address may be reached over IPv6 and still be the card.
+        assert!(!Why::Ipv6("::1".parse().unwrap()).rules_out_learning());
         assert!(Why::Local(IpAddr::V4(Ipv4Addr::LOCALHOST)).rules_out_learning());
         assert!(!Why::NoNeighbour(Ipv4Addr::LOCALHOST).rules_out_learning());
         assert!(!Why::Failed("x".into()).rules_out_learning());

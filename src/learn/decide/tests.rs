@@ -273,6 +273,17 @@ fn a_look_up_that_rules_learning_out_stops_using_the_record() {
     };
     let mut mem = Memory::default();
     loaded(&mut mem, &bare(), Some(&l));
+    // One look-up may fall in a passing state of this host's network: kept, the reason said.
+    let first = observed(
+        &mut mem,
+        &bare(),
+        Some(&l),
+        desk(),
+        Err(routed.clone()),
+        150,
+    );
+    assert!(!first.contains(&Step::Forget), "{first:?}");
+    assert_eq!(logs(&first).len(), 1, "{first:?}");
     let steps = observed(
         &mut mem,
         &bare(),
@@ -286,7 +297,7 @@ fn a_look_up_that_rules_learning_out_stops_using_the_record() {
     assert_eq!(
         said.len(),
         1,
-        "the reason is said once, with the record: {said:?}"
+        "the reason is said once more, with the record: {said:?}"
     );
     assert_eq!(said[0].0, Level::Warn);
     assert!(
@@ -298,17 +309,24 @@ fn a_look_up_that_rules_learning_out_stops_using_the_record() {
     // With WOL_MAC set the record was never used: forgotten only.
     let mut configured = Memory::default();
     loaded(&mut configured, &with_mac(A), Some(&l));
+    observed(
+        &mut configured,
+        &with_mac(A),
+        Some(&l),
+        desk(),
+        Err(routed.clone()),
+        150,
+    );
     let steps = observed(
         &mut configured,
         &with_mac(A),
         Some(&l),
         desk(),
-        Err(routed),
+        Err(routed.clone()),
         200,
     );
     assert!(steps.contains(&Step::Forget) && !steps.contains(&Step::StopUsing));
     for why in [
-        Why::Ipv6("2001:db8::5".parse().unwrap()),
         Why::Local(desk()),
         Why::NoBroadcast {
             ip: l.ip,
@@ -317,8 +335,37 @@ fn a_look_up_that_rules_learning_out_stops_using_the_record() {
     ] {
         let mut mem = Memory::default();
         loaded(&mut mem, &bare(), Some(&l));
+        observed(&mut mem, &bare(), Some(&l), desk(), Err(why.clone()), 150);
         let steps = observed(&mut mem, &bare(), Some(&l), desk(), Err(why.clone()), 200);
         assert_eq!(steps[..2], [Step::Forget, Step::StopUsing], "{why:?}");
+    }
+    // Ruled out, then the card found again, then ruled out once: kept (look-ups in a row).
+    let mut mem = Memory::default();
+    loaded(&mut mem, &bare(), Some(&l));
+    observed(
+        &mut mem,
+        &bare(),
+        Some(&l),
+        desk(),
+        Err(routed.clone()),
+        150,
+    );
+    observed(
+        &mut mem,
+        &bare(),
+        Some(&l),
+        desk(),
+        Ok(found(A, "eth0")),
+        160,
+    );
+    let steps = observed(&mut mem, &bare(), Some(&l), desk(), Err(routed), 170);
+    assert!(!steps.contains(&Step::Forget), "{steps:?}");
+    // Reached over IPv6 (a host name with both kinds of address): the IPv4 card is kept.
+    let v6: IpAddr = "2001:db8::5".parse().unwrap();
+    for at in [200, 300] {
+        let why = Why::Ipv6(v6);
+        let steps = observed(&mut mem, &bare(), Some(&l), v6, Err(why), at);
+        assert!(!steps.contains(&Step::Forget), "{steps:?}");
     }
     // Tables that could not be read say nothing about the card: kept.
     let mut mem = Memory::default();
@@ -326,4 +373,36 @@ fn a_look_up_that_rules_learning_out_stops_using_the_record() {
     let failed = Why::Failed("cannot read /proc/self/net/route".into());
     let steps = observed(&mut mem, &bare(), Some(&l), desk(), Err(failed), 200);
     assert!(!steps.contains(&Step::Forget), "{steps:?}");
+}
+
+#[test]
+fn a_learned_mac_that_could_not_be_set_up_is_tried_again() {
+    let l = record(&found(A, "eth0"), 100);
+    let mut mem = Memory::default();
+    let steps = loaded(&mut mem, &bare(), Some(&l));
+    assert!(steps.contains(&Step::Use(l.clone())), "{steps:?}");
+    // The socket could not be made (WOL_INTERFACE not there yet): the same card found again is
+    // used again; once set up, not again.
+    use_failed(&mut mem);
+    let steps = observed(
+        &mut mem,
+        &bare(),
+        Some(&l),
+        desk(),
+        Ok(found(A, "eth0")),
+        200,
+    );
+    assert!(steps.contains(&Step::Use(l.clone())), "{steps:?}");
+    let steps = observed(
+        &mut mem,
+        &bare(),
+        Some(&l),
+        desk(),
+        Ok(found(A, "eth0")),
+        300,
+    );
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::Use(_))),
+        "{steps:?}"
+    );
 }
