@@ -180,8 +180,10 @@ pub(crate) async fn prepare(
     let asleep = room_to_hold(backend, may_hold)?;
     let (parts, body) = req.into_parts();
     let (body, permit) = read_body(app, backend, &parts, body, asleep).await?;
+    // The model is only for the record of a wake or a refusal, which a machine that answered a
+    // moment ago does not make: then the body is not scanned (see "Monitoring").
     let model = match &body {
-        ReqBody::Buffered(bytes) => {
+        ReqBody::Buffered(bytes) if !backend.driver.heard_recently() => {
             crate::routing::requested_model(parts.method.as_str(), parts.uri.path(), bytes)
         }
         _ => None,

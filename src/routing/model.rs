@@ -63,13 +63,14 @@ pub fn model_keys(method: &str, path: &str) -> Option<&'static [&'static str]> {
 
 /// The model a request names: the first of [`model_keys`] that is a non-empty string in the JSON
 /// object `body`. Keys match as Ollama's JSON decoding (Go's `encoding/json`) matches them: in any
-/// letter case, the last one in the body setting the value. `None` for a request without a model, or a body that is not a JSON object. Only the
-/// values of those keys are kept: the rest of the body (prompts, images) is skipped unread.
+/// letter case, the last one in the body setting the value (`null` sets nothing), and what follows
+/// the object is not read (Go's `json.Decoder` stops there). `None` for a request without a model,
+/// or a body that is not a JSON object. Only the values of those keys are kept: the rest of the
+/// body (prompts, images) is skipped unread.
 pub fn requested_model(method: &str, path: &str, body: &[u8]) -> Option<String> {
     let keys = model_keys(method, path)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let found = (&mut de).deserialize_map(Named { keys }).ok()?;
-    de.end().ok()?;
     found.into_iter().find_map(|value| {
         value?
             .as_str()
@@ -101,7 +102,7 @@ impl<'de> Visitor<'de> for Named {
                 continue;
             };
             let value: Value = map.next_value()?;
-            if let Some(slot) = found.get_mut(i) {
+            if let Some(slot) = found.get_mut(i).filter(|_| !value.is_null()) {
                 *slot = Some(value);
             }
         }
@@ -130,8 +131,16 @@ pub fn shown(name: &str) -> Cow<'_, str> {
 }
 
 fn harmless(c: char) -> char {
-    let breaks =
-        matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    let breaks = matches!(
+        c,
+        '\u{2028}'
+            | '\u{2029}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{061C}'
+    );
     if c.is_control() || breaks {
         '\u{FFFD}'
     } else {
@@ -220,7 +229,6 @@ mod tests {
             b"[]",
             br#"{"model":5}"#,
             b"",
-            br#"{"model":"a"} x"#,
             br#"{"model":"a""#,
         ] {
             assert_eq!(requested_model("POST", "/api/chat", bad), None);
@@ -231,6 +239,12 @@ mod tests {
         assert_eq!(
             requested_model("POST", "/api/chat", mixed).as_deref(),
             Some("c")
+        );
+        // As Go decodes it: null sets nothing, and what follows the object is not read.
+        let null = br#"{"model":"a","Model":null} trailing"#;
+        assert_eq!(
+            requested_model("POST", "/api/chat", null).as_deref(),
+            Some("a")
         );
         let escaped = br#"{"mod\u0065l":"llama3.2"}"#;
         assert_eq!(
@@ -246,8 +260,8 @@ mod tests {
             Cow::Borrowed("llama3.2:latest")
         ));
         assert_eq!(
-            shown("a\nINFO forged\r\u{2028}"),
-            "a\u{FFFD}INFO forged\u{FFFD}\u{FFFD}"
+            shown("a\nINFO forged\r\u{2028}\u{200F}"),
+            "a\u{FFFD}INFO forged\u{FFFD}\u{FFFD}\u{FFFD}"
         );
         let exact = "é".repeat(SHOWN_MAX);
         assert_eq!(shown(&exact), exact);
