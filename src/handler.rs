@@ -54,10 +54,11 @@ pub async fn handle(
         Route::Tags | Route::Version | Route::Show | Route::V1Models | Route::V1Model(_)
     );
     let work = matches!(route, Route::Work).then(std::time::Instant::now);
-    let (resp, by) = crate::monitor::requests::scope(dispatch(&app, route, req, client)).await;
+    // Boxed: the answer future is large and scope() moves it a few times (see "Monitoring").
+    let answer = Box::pin(dispatch(&app, route, req, client));
+    let (resp, by) = crate::monitor::requests::scope(answer).await;
     // Atomics only, on the handles of the machine that answered (see "Monitoring").
-    let counters = by
-        .as_ref()
+    let counters = crate::monitor::requests::answered(app.backends.all(), by)
         .map_or(&app.monitor.proxy, |b| &b.driver.watch.m.requests);
     let cache = metadata.then(|| {
         let label = resp.headers().get("x-ollama-proxy-cache");

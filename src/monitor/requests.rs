@@ -154,13 +154,14 @@ impl Requests {
 }
 
 tokio::task_local! {
-    /// The machine that answered the request this task serves (see [`answered_by`]).
-    static ANSWERED: Cell<Option<Arc<Backend>>>;
+    /// The machine that answered the request this task serves (see [`answered_by`]): its
+    /// address, compared with the machines' own (no reference count touched per request).
+    static ANSWERED: Cell<Option<usize>>;
 }
 
-/// Runs a request's answer, returning it with the machine that answered (the last one named with
-/// [`answered_by`]), or `None` when no single machine did.
-pub async fn scope<F: Future>(answer: F) -> (F::Output, Option<Arc<Backend>>) {
+/// Runs a request's answer, returning it with the address of the machine that answered (the last
+/// one named with [`answered_by`]; see [`answered`]), or `None` when no single machine did.
+pub async fn scope<F: Future>(answer: F) -> (F::Output, Option<usize>) {
     let labelled = async {
         let out = answer.await;
         (out, ANSWERED.with(Cell::take))
@@ -171,5 +172,11 @@ pub async fn scope<F: Future>(answer: F) -> (F::Output, Option<Arc<Backend>>) {
 /// The request being answered goes to `backend` (called again after a re-route: the last call
 /// wins). Outside [`scope`] (a request the proxy makes itself) it does nothing.
 pub fn answered_by(backend: &Arc<Backend>) {
-    let _ = ANSWERED.try_with(|c| c.set(Some(Arc::clone(backend))));
+    let _ = ANSWERED.try_with(|c| c.set(Some(Arc::as_ptr(backend) as usize)));
+}
+
+/// The machine of `all` whose address [`scope`] returned.
+pub fn answered(all: &[Arc<Backend>], by: Option<usize>) -> Option<&Arc<Backend>> {
+    let by = by?;
+    all.iter().find(|b| Arc::as_ptr(b) as usize == by)
 }
