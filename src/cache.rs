@@ -7,11 +7,13 @@ mod show;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+use crate::monitor::events::unix_now;
 
 pub use file::{check_writable, resolve, FileError, ReadError};
 pub use show::show_key;
@@ -110,13 +112,6 @@ pub struct Cache {
     changed: Notify,
     /// CACHE_FILE, or the file its symbolic link pointed to at start.
     file: Option<PathBuf>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Cache {

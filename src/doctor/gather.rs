@@ -4,7 +4,7 @@
 //! runs off the async threads, so that one machine's does not hold up another's probe.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::facts::{Bind, CacheFile, Contents, Magic, Probe, WakeSent};
 use super::network::{Learned, Net};
@@ -200,7 +200,7 @@ fn learned(cache: &CacheFile) -> Option<(Learned, Duration)> {
         return None;
     };
     let record = crate::learn::record::read(path).ok().flatten()?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let now = crate::monitor::events::unix_now();
     let age = Duration::from_secs(now.saturating_sub(record.learned_at));
     Some((record, age))
 }
