@@ -7,9 +7,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use common::{bin, client, output_text, Child, Fake};
+use common::{client, output_text, run_bin, Child, Fake};
 
 /// Starts the binary with `env`, lists the models once through it, and stops it (the cache is
 /// written at the latest on the way out).
@@ -83,15 +82,9 @@ async fn an_empty_cache_file_keeps_it_in_memory() {
 
 #[tokio::test]
 async fn no_place_for_the_cache_is_a_clear_start_up_error() {
-    let out = tokio::process::Command::new(bin())
-        .args(["--port", "0", "--ollama-url", "http://127.0.0.1:9"])
-        .env_clear()
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(10), out)
-        .await
-        .unwrap()
-        .unwrap();
+    // A clean environment; an empty XDG_STATE_HOME is no directory (not absolute).
+    let args = ["--port", "0", "--ollama-url", "http://127.0.0.1:9"];
+    let out = run_bin(&args, &[("XDG_STATE_HOME", "")]).await;
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("CACHE_FILE"), "{text}");

@@ -114,16 +114,10 @@ async fn a_dangling_linked_cache_file_refuses_to_start() {
     let link = link.to_str().unwrap();
 
     // The binary: a clear message and a failure status, before it ever listens.
-    let out = tokio::process::Command::new(common::bin())
-        .args(["--bind", "127.0.0.1", "--port", "0", "--cache-file", link])
-        .args(["--ollama-url", "http://127.0.0.1:9"])
-        .env_clear()
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(10), out)
-        .await
-        .unwrap()
-        .unwrap();
+    let args = ["--bind", "127.0.0.1", "--port", "0", "--cache-file", link];
+    let args = [&args[..], &["--ollama-url", "http://127.0.0.1:9"]].concat();
+    // At the default level, so that a ready line would show.
+    let out = common::run_bin(&args, &[("RUST_LOG", "info")]).await;
     let text = common::output_text(&out);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("cannot use the cache file"), "{text}");

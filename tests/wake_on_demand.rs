@@ -156,16 +156,20 @@ async fn queue_overflow_is_503_at_once() {
     proxy.stop().await;
 }
 
+/// A client that gives up after 300 ms.
+fn impatient() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_client_that_leaves_while_held_is_never_forwarded() {
     let mut host = SleepingHost::gated(Duration::ZERO).await;
     let proxy = proxy_for(&host, &[]).await;
-    let short = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    let gone = short
+    let gone = impatient()
         .post(proxy.url("/api/chat"))
         .header("x-seq", "gone")
         .json(&chat())
@@ -197,12 +201,11 @@ async fn a_client_that_leaves_while_held_is_never_forwarded() {
 async fn a_model_list_given_up_on_a_cold_cache_still_wakes_the_host() {
     let mut host = SleepingHost::gated(Duration::ZERO).await;
     let proxy = proxy_for(&host, &[]).await;
-    let short = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
-    assert!(short.get(proxy.url("/api/tags")).send().await.is_err());
+    assert!(impatient()
+        .get(proxy.url("/api/tags"))
+        .send()
+        .await
+        .is_err());
     proxy.wait_held(0, Duration::from_secs(5)).await;
     host.open_gate();
     host.awake(Duration::from_secs(10)).await;

@@ -209,22 +209,19 @@ impl Net {
     /// Takes the namespace's end of the link down: this machine's end stays up without a carrier
     /// (`NO-CARRIER`), as with a cable pulled out.
     pub fn unplug(&self) {
-        ip(&["-n", &self.ns, "link", "set", "dev", &self.peer_if, "down"]).unwrap();
+        self.set_peer_link(&["down"]);
     }
 
     /// Gives the namespace's end of the link this hardware address (the host's own card).
     pub fn set_peer_mac(&self, mac: &str) {
-        ip(&[
-            "-n",
-            &self.ns,
-            "link",
-            "set",
-            "dev",
-            &self.peer_if,
-            "address",
-            mac,
-        ])
-        .unwrap();
+        self.set_peer_link(&["address", mac]);
+    }
+
+    /// `ip link set` on the namespace's end of the link.
+    fn set_peer_link(&self, settings: &[&str]) {
+        let mut args = vec!["-n", &self.ns, "link", "set", "dev", &self.peer_if];
+        args.extend_from_slice(settings);
+        ip(&args).unwrap();
     }
 
     /// Runs `f` on a thread inside the namespace: sockets it makes live there.
@@ -246,17 +243,7 @@ impl Net {
     /// A host that sleeps answers nothing, not even ARP; a magic packet (broadcast) still arrives.
     pub fn set_silent(&self, silent: bool) {
         let arp = if silent { "off" } else { "on" };
-        ip(&[
-            "-n",
-            &self.ns,
-            "link",
-            "set",
-            "dev",
-            &self.peer_if,
-            "arp",
-            arp,
-        ])
-        .unwrap();
+        self.set_peer_link(&["arp", arp]);
         let _ = ip(&["neigh", "flush", "dev", &self.host_if]);
     }
 }
