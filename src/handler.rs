@@ -54,8 +54,9 @@ pub async fn handle(
         Route::Tags | Route::Version | Route::Show | Route::V1Models | Route::V1Model(_)
     );
     let work = matches!(route, Route::Work).then(std::time::Instant::now);
-    // Boxed: the answer future is large and scope() moves it a few times (see "Monitoring").
-    let answer = Box::pin(dispatch(&app, route, req, client));
+    // Boxed where it is made: the answer future is large and scope() moves it a few times (see
+    // "Monitoring").
+    let answer = boxed_dispatch(&app, route, req, client);
     let (resp, by) = crate::monitor::requests::scope(answer).await;
     // Atomics only, on the handles of the machine that answered (see "Monitoring").
     let counters = crate::monitor::requests::answered(app.backends.all(), by)
@@ -67,6 +68,17 @@ pub async fn handle(
     let took = work.map(|start| start.elapsed());
     counters.count(class, resp.status().as_u16(), took, cache);
     resp
+}
+
+/// [`dispatch`]'s future, made in its box: it holds every route's future and is large, and an
+/// async fn that made it would keep room for it in its own state.
+fn boxed_dispatch(
+    app: &Arc<App>,
+    route: Route,
+    req: Request,
+    client: SocketAddr,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Resp> + Send + '_>> {
+    Box::pin(dispatch(app, route, req, client))
 }
 
 /// The answer to a request of class `route`.
