@@ -65,17 +65,39 @@ async fn wait_for_slot(
     }
 }
 
+/// The connection slots every worker's accept loop takes from, and the signal that asks idle
+/// connections to close while all are taken.
+#[derive(Clone)]
+pub(crate) struct Admission {
+    max_connections: usize,
+    slots: Arc<Semaphore>,
+    pressure: Arc<Notify>,
+}
+
+impl Admission {
+    pub(crate) fn new(max_connections: usize) -> Self {
+        Admission {
+            max_connections,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            pressure: Arc::new(Notify::new()),
+        }
+    }
+}
+
 /// Accepts clients until `shutdown`; each connection runs in `tracker`.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
-    max_connections: usize,
+    admission: Admission,
     timeouts: ClientTimeouts,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let pressure = Arc::new(Notify::new());
+    let Admission {
+        max_connections,
+        slots,
+        pressure,
+    } = admission;
     let (mut full_warn, mut error_warn) = (Throttled::new(), Throttled::new());
     let mut backoff = BACKOFF_START;
     loop {

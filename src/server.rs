@@ -14,7 +14,7 @@ use crate::backend::{Backend, Backends, DriverShared};
 use crate::config::{CacheFile, Config};
 use crate::conn::ClientTimeouts;
 use crate::handler::App;
-use crate::listen::{accept_loop, default_max_connections, raise_nofile};
+use crate::listen::{accept_loop, default_max_connections, raise_nofile, Admission};
 use crate::proxy::Timeouts;
 use crate::request::Budget;
 
@@ -94,16 +94,24 @@ pub async fn run(
         sd_notify::NotifyState::Status(&status),
     ]);
     let tracker = TaskTracker::new();
-    let connections = tracker.clone();
-    accept_loop(
-        listener,
-        Arc::clone(&app),
-        max_connections,
-        timeouts,
-        shutdown,
-        connections,
-    )
-    .await;
+    let serve = {
+        let (app, tracker) = (Arc::clone(&app), tracker.clone());
+        let admission = Admission::new(max_connections);
+        move |listener| {
+            let (app, admission) = (Arc::clone(&app), admission.clone());
+            accept_loop(
+                listener,
+                app,
+                admission,
+                timeouts,
+                shutdown.clone(),
+                tracker.clone(),
+            )
+        }
+    };
+    // The other cores' workers accept on the same socket (see "Threads").
+    let workers = crate::workers::start(&listener, serve.clone())?;
+    serve(listener).await;
     wind_down(&app.backends, tracker).await;
     for b in app.backends.all() {
         b.driver.watch.close();
@@ -112,6 +120,7 @@ pub async fn run(
     for task in persist {
         let _ = task.await;
     }
+    workers.finish().await;
     tracing::info!("stopped");
     Ok(())
 }
