@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,6 +14,7 @@ use crate::conn::{self, ClientTimeouts};
 use crate::handler::App;
 use crate::throttle::Throttled;
 use crate::upstream::local_shortage;
+use crate::workers::Workers;
 
 /// File descriptors kept for everything but client connections (listener, cache file, logs, probes).
 const RESERVED_FDS: u64 = 64;
@@ -65,39 +66,17 @@ async fn wait_for_slot(
     }
 }
 
-/// The connection slots every worker's accept loop takes from, and the signal that asks idle
-/// connections to close while all are taken.
-#[derive(Clone)]
-pub(crate) struct Admission {
-    max_connections: usize,
-    slots: Arc<Semaphore>,
-    pressure: Arc<Notify>,
-}
-
-impl Admission {
-    pub(crate) fn new(max_connections: usize) -> Self {
-        Admission {
-            max_connections,
-            slots: Arc::new(Semaphore::new(max_connections)),
-            pressure: Arc::new(Notify::new()),
-        }
-    }
-}
-
-/// Accepts clients until `shutdown`; each connection runs in `tracker`.
+/// Accepts clients until `shutdown`; each connection is handed to a worker and runs in `tracker`.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
-    admission: Admission,
+    max_connections: usize,
     timeouts: ClientTimeouts,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
+    (workers, tracker): (&Workers, TaskTracker),
 ) {
-    let Admission {
-        max_connections,
-        slots,
-        pressure,
-    } = admission;
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let pressure = Arc::new(Notify::new());
     let (mut full_warn, mut error_warn) = (Throttled::new(), Throttled::new());
     let mut backoff = BACKOFF_START;
     loop {
@@ -126,11 +105,27 @@ pub(crate) async fn accept_loop(
                     pressure: Arc::clone(&pressure),
                     shutdown: shutdown.clone(),
                 };
-                let app = Arc::clone(&app);
-                tracker.spawn(async move {
-                    conn::serve(stream, client, app, watch).await;
-                    drop(slot);
-                });
+                // Counted from now: a shutdown waits for it even before its worker starts it.
+                let (app, tracked) = (Arc::clone(&app), tracker.token());
+                // Moved to the worker's runtime as a plain socket (see "Threads").
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand a client connection over");
+                        continue;
+                    }
+                };
+                workers.hand(Box::new(move || {
+                    Box::pin(async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => conn::serve(stream, client, app, watch).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot take a client connection over")
+                            }
+                        }
+                        drop((slot, tracked));
+                    })
+                }));
             }
             Err(e) => {
                 let resources = local_shortage(&e).is_some();

@@ -16,6 +16,8 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
+use crate::acked::Watch;
+
 /// How far a request body has gone out.
 pub(crate) struct Progress {
     start: Instant,
@@ -123,41 +125,77 @@ pub(crate) enum Late {
     Answer(Duration),
 }
 
+/// Tells the release that a held request is on its way (see "Holding and replay" in
+/// docs/behaviour.md), so that the next one may go.
+pub(crate) struct Ack {
+    tx: oneshot::Sender<()>,
+    /// The connection, and how many writes it had made before this request: the request is on its
+    /// way once the connection wrote again.
+    written: Option<(Watch, u64)>,
+}
+
+impl Ack {
+    pub(crate) fn new(tx: oneshot::Sender<()>, written: Option<(Watch, u64)>) -> Self {
+        Ack { tx, written }
+    }
+
+    async fn written(&self) {
+        if let Some((watch, mark)) = &self.written {
+            watch.written_after(*mark).await;
+        }
+    }
+
+    pub(crate) fn fire(self) {
+        let _ = self.tx.send(());
+    }
+}
+
 /// Waits for `send` (the exchange with Ollama): while the body is going out, at most `silence`
-/// without progress; once it is out, at most `limit` for the answer. `ack` fires when the body
-/// is out or the answer came first (the next held request may then go). Without `progress` the
-/// request has no body: it is out at once, and only the answer's limit runs (one timer).
+/// without progress; once it is out, at most `limit` for the answer. `ack` fires once the body is
+/// out and the connection wrote it, or when the answer came first (the next held request may then
+/// go). Without `progress` the request has no body: it is out at once, and only the answer's limit
+/// runs (one timer).
 pub(crate) async fn exchange<T>(
     send: impl Future<Output = T>,
     progress: Option<&Progress>,
-    mut ack: Option<oneshot::Sender<()>>,
+    mut ack: Option<Ack>,
     limit: Duration,
     silence: Duration,
 ) -> Result<T, Late> {
     tokio::pin!(send);
-    let fire = |ack: &mut Option<oneshot::Sender<()>>| {
-        if let Some(a) = ack.take() {
-            let _ = a.send(());
-        }
-    };
     while let Some(progress) = progress {
         let quiet_until = Instant::now() + silence.saturating_sub(progress.idle());
         tokio::select! {
             answer = &mut send => {
-                fire(&mut ack);
+                if let Some(ack) = ack {
+                    ack.fire();
+                }
                 return Ok(answer);
             }
             _ = progress.finished() => break,
             _ = tokio::time::sleep_until(quiet_until) => {
                 if progress.idle() >= silence {
-                    fire(&mut ack);
+                    if let Some(ack) = ack {
+                        ack.fire();
+                    }
                     return Err(Late::Upload(silence));
                 }
             }
         }
     }
-    fire(&mut ack);
-    tokio::time::timeout(limit, send)
+    let deadline = Instant::now() + limit;
+    if let Some(ack) = ack.take() {
+        let outcome = tokio::select! {
+            answer = &mut send => Some(Ok(answer)),
+            () = ack.written() => None,
+            () = tokio::time::sleep_until(deadline) => Some(Err(Late::Answer(limit))),
+        };
+        ack.fire();
+        if let Some(done) = outcome {
+            return done;
+        }
+    }
+    tokio::time::timeout_at(deadline, send)
         .await
         .map_err(|_| Late::Answer(limit))
 }
@@ -178,6 +216,37 @@ pub(crate) fn channel_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_released_request_is_on_its_way_only_once_its_connection_wrote() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let _peer = listener.accept().await.unwrap();
+        let (mut conn, watch) = crate::acked::Shared::new(stream);
+        let (tx, mut rx) = oneshot::channel();
+        let ack = Ack::new(tx, Some((watch.clone(), watch.writes())));
+        let never = std::future::pending::<()>();
+        let exchange = tokio::spawn(exchange(
+            never,
+            None,
+            Some(ack),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "on its way before anything was written"
+        );
+        conn.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        rx.await.unwrap();
+        exchange.abort();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_answer_limit_counts_from_the_last_byte() {

@@ -14,7 +14,7 @@ use crate::body::{OnEnd, UpstreamBody};
 use crate::driver::{Cause, Driver};
 use crate::error::ProxyError;
 use crate::headers;
-use crate::outbound::{exchange, Announce, Late, Progress};
+use crate::outbound::{exchange, Ack, Announce, Late, Progress};
 use crate::request::{BudgetPermit, ReqBody};
 use crate::routes::Patience;
 use crate::throttle::SharedThrottle;
@@ -260,6 +260,13 @@ pub async fn forward(
                 return Err(Failure::Unreachable(e.to_string()));
             }
         };
+        // A released request is on its way once its connection wrote it: the next one cannot
+        // overtake it on another worker's connection (see "Holding and replay").
+        let ack = ack.map(|tx| {
+            let watch = conn.watch().clone();
+            let mark = watch.writes();
+            Ack::new(tx, Some((watch, mark)))
+        });
         let (req, progress) = out.request();
         let (limit, option) = timeouts.headers(out.patience);
         let sent = exchange(

@@ -14,7 +14,7 @@ use crate::backend::{Backend, Backends, DriverShared};
 use crate::config::{CacheFile, Config};
 use crate::conn::ClientTimeouts;
 use crate::handler::App;
-use crate::listen::{accept_loop, default_max_connections, raise_nofile, Admission};
+use crate::listen::{accept_loop, default_max_connections, raise_nofile};
 use crate::proxy::Timeouts;
 use crate::request::Budget;
 
@@ -31,6 +31,8 @@ pub async fn run(
     let local = listener.local_addr().context("listener address")?;
     let (monitor, families) = crate::monitor::Monitor::new();
     let backends = backends(&cfg, &shutdown, families)?;
+    // One worker per core; each client connection goes to the least busy (see "Threads").
+    let workers = crate::workers::Workers::start()?;
     let nofile = raise_nofile();
     let max_connections = cfg
         .max_connections
@@ -94,24 +96,15 @@ pub async fn run(
         sd_notify::NotifyState::Status(&status),
     ]);
     let tracker = TaskTracker::new();
-    let serve = {
-        let (app, tracker) = (Arc::clone(&app), tracker.clone());
-        let admission = Admission::new(max_connections);
-        move |listener| {
-            let (app, admission) = (Arc::clone(&app), admission.clone());
-            accept_loop(
-                listener,
-                app,
-                admission,
-                timeouts,
-                shutdown.clone(),
-                tracker.clone(),
-            )
-        }
-    };
-    // The other cores' workers accept on the same socket (see "Threads").
-    let workers = crate::workers::start(&listener, serve.clone())?;
-    serve(listener).await;
+    accept_loop(
+        listener,
+        Arc::clone(&app),
+        max_connections,
+        timeouts,
+        shutdown,
+        (&workers, tracker.clone()),
+    )
+    .await;
     wind_down(&app.backends, tracker).await;
     for b in app.backends.all() {
         b.driver.watch.close();

@@ -1,19 +1,20 @@
-//! One single-threaded runtime per core, each accepting clients on the same listener (see
-//! "Threads" in docs/behaviour.md).
+//! One single-threaded runtime per core; each client connection is handed to the one serving the
+//! fewest (see "Threads" in docs/behaviour.md).
 
 use std::cell::Cell;
 use std::future::Future;
-use std::os::fd::AsFd;
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 thread_local! {
     /// Which worker this thread is: 0 for the thread that runs `run` (and any thread not started
-    /// here), 1.. for the threads [`start`] made.
+    /// here), 1.. for the threads [`Workers::start`] made.
     static INDEX: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -29,65 +30,101 @@ pub(crate) fn current() -> usize {
     INDEX.with(Cell::get) % count()
 }
 
-/// The extra workers. Dropped (the `run` that made them was dropped), they stop at once and their
-/// connections are cut; [`Workers::finish`] is the orderly end.
+/// What a worker runs as one task; made on the worker's thread, inside its runtime (a socket is
+/// registered with the runtime that polls it).
+pub(crate) type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// One worker as the hand-over sees it: where its jobs go (none for the calling thread, which runs
+/// them itself) and how many of them are running.
+struct Lane {
+    jobs: Option<mpsc::UnboundedSender<Job>>,
+    running: Arc<AtomicUsize>,
+}
+
+/// The workers: the calling thread and one thread per further core. Dropped (the `run` that made
+/// them was dropped), the threads stop at once and their connections are cut; [`Workers::finish`]
+/// is the orderly end.
 pub(crate) struct Workers {
+    lanes: Vec<Lane>,
     threads: Vec<JoinHandle<()>>,
     done: Option<DropGuard>,
 }
 
-/// Starts `count() - 1` threads, each with its own single-threaded runtime running `serve` on a
-/// copy of `listener` (the same socket: the kernel hands each new client to one of them). When
-/// `serve` returns, the thread goes on running its tasks (the connections it accepted, and work
-/// they started) until the workers are finished. A thread or runtime that cannot be made is a
-/// start-up error.
-pub(crate) fn start<F, Fut>(listener: &TcpListener, serve: F) -> anyhow::Result<Workers>
-where
-    F: Fn(TcpListener) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    let done = CancellationToken::new();
-    let mut threads = Vec::new();
-    for index in 1..count() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start a worker's runtime")?;
-        let copy = listener
-            .as_fd()
-            .try_clone_to_owned()
-            .context("cannot copy the listening socket for a worker")?;
-        let copy = {
-            let _in = runtime.enter();
-            TcpListener::from_std(std::net::TcpListener::from(copy))
-                .context("cannot register the listening socket with a worker")?
-        };
-        let (serve, done) = (serve.clone(), done.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("ollama-proxy-{index}"))
-            .spawn(move || {
-                INDEX.with(|i| i.set(index));
-                runtime.block_on(async move {
-                    tokio::select! {
-                        () = async { serve(copy).await; std::future::pending().await } => {}
-                        () = done.cancelled() => {}
-                    }
-                });
-            })
-            .context("cannot start a worker thread")?;
-        threads.push(thread);
-    }
-    Ok(Workers {
-        threads,
-        done: Some(done.drop_guard()),
-    })
-}
-
 impl Workers {
+    /// Starts `count() - 1` threads, each with its own single-threaded runtime that runs the jobs
+    /// it is given until the workers are finished. A thread or runtime that cannot be made is a
+    /// start-up error.
+    pub(crate) fn start() -> anyhow::Result<Workers> {
+        let done = CancellationToken::new();
+        let mut lanes = vec![Lane {
+            jobs: None,
+            running: Arc::default(),
+        }];
+        let mut threads = Vec::new();
+        for index in 1..count() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a worker's runtime")?;
+            let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+            let done = done.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("ollama-proxy-{index}"))
+                .spawn(move || {
+                    INDEX.with(|i| i.set(index));
+                    runtime.block_on(async move {
+                        let serve = async {
+                            while let Some(job) = queue.recv().await {
+                                tokio::spawn(job());
+                            }
+                        };
+                        tokio::select! {
+                            () = serve => {}
+                            () = done.cancelled() => {}
+                        }
+                    });
+                })
+                .context("cannot start a worker thread")?;
+            threads.push(thread);
+            lanes.push(Lane {
+                jobs: Some(jobs),
+                running: Arc::default(),
+            });
+        }
+        Ok(Workers {
+            lanes,
+            threads,
+            done: Some(done.drop_guard()),
+        })
+    }
+
+    /// Runs `job` on the worker with the fewest jobs running (the calling thread's on a tie).
+    pub(crate) fn hand(&self, job: Job) {
+        let running = self.lanes.iter().map(|l| l.running.load(Ordering::Relaxed));
+        let Some(lane) = least_busy(running).and_then(|i| self.lanes.get(i)) else {
+            return;
+        };
+        let running = Arc::clone(&lane.running);
+        running.fetch_add(1, Ordering::Relaxed);
+        let counted: Job = Box::new(move || {
+            let task = job();
+            Box::pin(async move {
+                task.await;
+                running.fetch_sub(1, Ordering::Relaxed);
+            })
+        });
+        match &lane.jobs {
+            None => drop(tokio::spawn(counted())),
+            // A worker's queue closes only when its thread ended (with the workers).
+            Some(jobs) => drop(jobs.send(counted)),
+        }
+    }
+
     /// Stops the workers' runtimes (everything they ran has ended by now) and waits for their
     /// threads.
     pub(crate) async fn finish(mut self) {
         drop(self.done.take());
+        self.lanes.clear();
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
@@ -95,5 +132,55 @@ impl Workers {
             }
         })
         .await;
+    }
+}
+
+/// The index of the smallest count, the first of equal ones.
+fn least_busy(running: impl Iterator<Item = usize>) -> Option<usize> {
+    running
+        .enumerate()
+        .min_by_key(|&(i, n)| (n, i))
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_goes_to_the_worker_serving_the_fewest() {
+        assert_eq!(least_busy([3, 1, 2].into_iter()), Some(1));
+        assert_eq!(
+            least_busy([2, 2, 5].into_iter()),
+            Some(0),
+            "a tie: the first"
+        );
+        assert_eq!(least_busy([0, 0].into_iter()), Some(0));
+        assert_eq!(least_busy(std::iter::empty()), None);
+    }
+
+    #[tokio::test]
+    async fn jobs_spread_one_per_worker_each_run_on_its_own_thread() {
+        let workers = Workers::start().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Each job holds its place until all were handed: they spread one per worker.
+        let hold = CancellationToken::new();
+        for _ in 0..count() {
+            let (tx, hold) = (tx.clone(), hold.clone());
+            workers.hand(Box::new(move || {
+                Box::pin(async move {
+                    let _ = tx.send(current());
+                    hold.cancelled().await;
+                })
+            }));
+        }
+        let mut seen = Vec::new();
+        for _ in 0..count() {
+            seen.push(rx.recv().await.unwrap());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..count()).collect::<Vec<_>>());
+        hold.cancel();
+        workers.finish().await;
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub(crate) use shared::Shared;
+use shared::Socket;
 pub(crate) use ticker::Ticker;
 use wait::Wait;
 
@@ -48,12 +49,12 @@ fn step(limit: Duration) -> Duration {
 
 /// Looks at a connection while it is open.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Watch(pub(super) Weak<TcpStream>);
+pub(crate) struct Watch(pub(super) Weak<Socket>);
 
 impl Watch {
     fn acks(&self) -> Option<Acks> {
-        let stream = self.0.upgrade()?;
-        read_tcp_info(&stream).ok()
+        let socket = self.0.upgrade()?;
+        read_tcp_info(&socket.stream).ok()
     }
 
     /// Bytes acknowledged so far, before a request goes out: a stall later tells from it whether
@@ -80,11 +81,23 @@ impl Watch {
         }
     }
 
+    /// How many writes the connection made so far (0 once it is gone).
+    pub(crate) fn writes(&self) -> u64 {
+        self.0.upgrade().map_or(0, |s| s.writes())
+    }
+
+    /// Resolves once the connection made more than `mark` writes, or at once when it is gone.
+    pub(crate) async fn written_after(&self, mark: u64) {
+        if let Some(socket) = self.0.upgrade() {
+            socket.written_after(mark).await;
+        }
+    }
+
     /// Ends the connection at once, with a reset rather than retransmissions to a host that does
     /// not answer; hyper's task sees it closed.
     pub(crate) fn abort(&self) {
-        if let Some(stream) = self.0.upgrade() {
-            let sock = socket2::SockRef::from(&*stream);
+        if let Some(socket) = self.0.upgrade() {
+            let sock = socket2::SockRef::from(&socket.stream);
             let _ = sock.set_linger(Some(Duration::ZERO));
             let _ = sock.shutdown(std::net::Shutdown::Both);
         }

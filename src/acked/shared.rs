@@ -4,23 +4,69 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use super::Watch;
 
+/// The socket, and how many writes it took so far (a released request waits for its own write
+/// before the next one goes: see "Holding and replay" in docs/behaviour.md).
+pub(crate) struct Socket {
+    pub(super) stream: TcpStream,
+    writes: AtomicU64,
+    /// Whether anyone waits for a write: only then does a write notify.
+    listening: AtomicBool,
+    wrote: Notify,
+}
+
+impl Socket {
+    fn wrote(&self, done: &io::Result<usize>) {
+        if matches!(done, Ok(n) if *n > 0) {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            if self.listening.load(Ordering::SeqCst) {
+                self.wrote.notify_waiters();
+            }
+        }
+    }
+
+    pub(super) fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once more than `mark` writes were made.
+    pub(super) async fn written_after(&self, mark: u64) {
+        self.listening.store(true, Ordering::SeqCst);
+        loop {
+            let notified = self.wrote.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.writes() > mark {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// A connection to Ollama that the watcher can still look at while hyper owns it.
-pub(crate) struct Shared(Arc<TcpStream>);
+pub(crate) struct Shared(Arc<Socket>);
 
 impl Shared {
     /// The stream for hyper, and a handle that sees it only while it is open.
     pub(crate) fn new(stream: TcpStream) -> (Shared, Watch) {
-        let stream = Arc::new(stream);
-        let watch = Watch(Arc::downgrade(&stream));
-        (Shared(stream), watch)
+        let socket = Arc::new(Socket {
+            stream,
+            writes: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+            wrote: Notify::new(),
+        });
+        let watch = Watch(Arc::downgrade(&socket));
+        (Shared(socket), watch)
     }
 }
 
@@ -30,7 +76,7 @@ impl AsyncRead for Shared {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let stream = &*self.0;
+        let stream = &self.0.stream;
         loop {
             std::task::ready!(stream.poll_read_ready(cx))?;
             // SAFETY: as tokio's own TcpStream does: `try_read` only writes into the slice, and the
@@ -72,10 +118,13 @@ impl AsyncWrite for Shared {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(buf) {
+            std::task::ready!(self.0.stream.poll_write_ready(cx))?;
+            match self.0.stream.try_write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                done => return Poll::Ready(done),
+                done => {
+                    self.0.wrote(&done);
+                    return Poll::Ready(done);
+                }
             }
         }
     }
@@ -86,10 +135,13 @@ impl AsyncWrite for Shared {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write_vectored(bufs) {
+            std::task::ready!(self.0.stream.poll_write_ready(cx))?;
+            match self.0.stream.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                done => return Poll::Ready(done),
+                done => {
+                    self.0.wrote(&done);
+                    return Poll::Ready(done);
+                }
             }
         }
     }
@@ -103,7 +155,7 @@ impl AsyncWrite for Shared {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shut = socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write);
+        let shut = socket2::SockRef::from(&self.0.stream).shutdown(std::net::Shutdown::Write);
         Poll::Ready(match shut {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             other => other,

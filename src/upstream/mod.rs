@@ -74,6 +74,13 @@ pub struct Conn {
     home: usize,
 }
 
+impl Conn {
+    /// The watch on this connection's socket (to wait for its next write).
+    pub fn watch(&self) -> &Watch {
+        &self.watch
+    }
+}
+
 /// Connects to Ollama and keeps idle connections for a short while.
 pub struct Client {
     upstream: Upstream,

@@ -98,3 +98,18 @@ pub(super) fn pop_from(idle: &mut VecDeque<Idle>) -> Option<(SendRequest<Body>, 
     };
     Some((sender, watch))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pool_is_tried_once_the_callers_first() {
+        let pools = Pools::new();
+        let order: Vec<usize> = pools.order().collect();
+        assert_eq!(order.first(), Some(&crate::workers::current()));
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..crate::workers::count()).collect::<Vec<_>>());
+    }
+}

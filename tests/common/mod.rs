@@ -7,6 +7,7 @@ pub mod netns;
 pub mod nshost;
 pub mod py;
 pub mod sleeping;
+pub mod tap;
 
 use std::net::SocketAddr;
 use std::time::Duration;
