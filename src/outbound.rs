@@ -148,17 +148,23 @@ impl Ack {
     pub(crate) fn fire(self) {
         let _ = self.tx.send(());
     }
+
+    /// The release's channel, for a second try on another connection.
+    pub(crate) fn into_sender(self) -> oneshot::Sender<()> {
+        self.tx
+    }
 }
 
 /// Waits for `send` (the exchange with Ollama): while the body is going out, at most `silence`
 /// without progress; once it is out, at most `limit` for the answer. `ack` fires once the body is
-/// out and the connection wrote it, or when the answer came first (the next held request may then
-/// go). Without `progress` the request has no body: it is out at once, and only the answer's limit
-/// runs (one timer).
+/// out and the connection wrote it (the next held request may then go), or when a limit ran out;
+/// when the answer (or a failure) came first it is left to the caller, who fires it, or keeps it
+/// for a second try that must still go before the next request. Without `progress` the request
+/// has no body: it is out at once, and only the answer's limit runs (one timer).
 pub(crate) async fn exchange<T>(
     send: impl Future<Output = T>,
     progress: Option<&Progress>,
-    mut ack: Option<Ack>,
+    ack: &mut Option<Ack>,
     limit: Duration,
     silence: Duration,
 ) -> Result<T, Late> {
@@ -166,16 +172,11 @@ pub(crate) async fn exchange<T>(
     while let Some(progress) = progress {
         let quiet_until = Instant::now() + silence.saturating_sub(progress.idle());
         tokio::select! {
-            answer = &mut send => {
-                if let Some(ack) = ack {
-                    ack.fire();
-                }
-                return Ok(answer);
-            }
+            answer = &mut send => return Ok(answer),
             _ = progress.finished() => break,
             _ = tokio::time::sleep_until(quiet_until) => {
                 if progress.idle() >= silence {
-                    if let Some(ack) = ack {
+                    if let Some(ack) = ack.take() {
                         ack.fire();
                     }
                     return Err(Late::Upload(silence));
@@ -184,15 +185,14 @@ pub(crate) async fn exchange<T>(
         }
     }
     let deadline = Instant::now() + limit;
-    if let Some(ack) = ack.take() {
-        let outcome = tokio::select! {
-            answer = &mut send => Some(Ok(answer)),
-            () = ack.written() => None,
-            () = tokio::time::sleep_until(deadline) => Some(Err(Late::Answer(limit))),
-        };
-        ack.fire();
-        if let Some(done) = outcome {
-            return done;
+    if let Some(waiting) = ack.as_ref() {
+        tokio::select! {
+            answer = &mut send => return Ok(answer),
+            () = waiting.written() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        if let Some(ack) = ack.take() {
+            ack.fire();
         }
     }
     tokio::time::timeout_at(deadline, send)
@@ -229,13 +229,11 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         let ack = Ack::new(tx, Some((watch.clone(), watch.writes())));
         let never = std::future::pending::<()>();
-        let exchange = tokio::spawn(exchange(
-            never,
-            None,
-            Some(ack),
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-        ));
+        let exchange = tokio::spawn(async move {
+            let mut ack = Some(ack);
+            let limit = Duration::from_secs(60);
+            exchange(never, None, &mut ack, limit, limit).await
+        });
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
@@ -267,10 +265,11 @@ mod tests {
             "answer"
         };
         let send = async { tokio::join!(upload, drain).1 };
+        let mut no_ack = None;
         let got = exchange(
             send,
             Some(&progress),
-            None,
+            &mut no_ack,
             Duration::from_secs(3),
             Duration::from_secs(2),
         );
@@ -283,10 +282,11 @@ mod tests {
         let (_tx, body) = channel_body(1);
         let _body = Announce::new(body, Arc::clone(&progress));
         let never = std::future::pending::<()>();
+        let mut no_ack = None;
         let got = exchange(
             never,
             Some(&progress),
-            None,
+            &mut no_ack,
             Duration::from_secs(3),
             Duration::from_secs(2),
         );
@@ -298,18 +298,20 @@ mod tests {
         let progress = Progress::new();
         let _body = Announce::new(Body::empty(), Arc::clone(&progress));
         let never = std::future::pending::<()>();
+        let mut no_ack = None;
         let got = exchange(
             never,
             Some(&progress),
-            None,
+            &mut no_ack,
             Duration::from_secs(3),
             Duration::from_secs(60),
         );
         assert_eq!(got.await, Err(Late::Answer(Duration::from_secs(3))));
+        let mut no_ack = None;
         let no_body = exchange(
             std::future::pending::<()>(),
             None,
-            None,
+            &mut no_ack,
             Duration::from_secs(3),
             Duration::from_secs(60),
         );

@@ -202,8 +202,10 @@ pub async fn forward(
         driver.early_wake(&out.cause);
     }
     let mut rounds = 0;
+    // The release of the next held request, kept across a second try on a new connection.
+    let mut carried = None;
     loop {
-        let mut ack = None;
+        let mut ack = carried.take();
         rounds += 1;
         if must_hold && (holds >= MAX_HOLDS || rounds > MAX_ROUNDS) {
             return Err(ProxyError::Asleep(
@@ -231,8 +233,8 @@ pub async fn forward(
             client.connect().await
         };
         // The next held request goes once this one is on its way: its whole body handed to the
-        // connection when it can be replayed, else as soon as it is connected (see "Holding and
-        // replay" in docs/behaviour.md).
+        // connection and written from there when it can be replayed, else as soon as it is
+        // connected (see "Holding and replay" in docs/behaviour.md).
         let ack = match ack {
             Some(ack) if !out.body.replayable() || conn.is_err() => {
                 let _ = ack.send(());
@@ -262,7 +264,7 @@ pub async fn forward(
         };
         // A released request is on its way once its connection wrote it: the next one cannot
         // overtake it on another worker's connection (see "Holding and replay").
-        let ack = ack.map(|tx| {
+        let mut ack = ack.map(|tx| {
             let watch = conn.watch().clone();
             let mark = watch.writes();
             Ack::new(tx, Some((watch, mark)))
@@ -272,7 +274,7 @@ pub async fn forward(
         let sent = exchange(
             client.send(conn, req),
             progress.as_deref(),
-            ack,
+            &mut ack,
             limit,
             timeouts.model,
         );
@@ -293,10 +295,12 @@ pub async fn forward(
             Ok(Err(SendFailure::Stale(why))) if stale_retries < MAX_STALE_RETRIES => {
                 tracing::debug!(error = %why, "pooled connection was closed; retrying on a new one");
                 stale_retries += 1;
+                carried = ack.map(Ack::into_sender);
             }
             Ok(Err(SendFailure::ClosedWhileIdle(why))) if !fresh_only => {
                 tracing::debug!(path = %out.path_and_query, error = %why, "Ollama closed a reused connection without answering; sending once more on a new one");
                 fresh_only = true;
+                carried = ack.map(Ack::into_sender);
             }
             Ok(Err(SendFailure::UnackedAfterPart(why))) => {
                 tracing::warn!(path = %out.path_and_query, error = %why, "Ollama stopped acknowledging after part of the request: not sent again");

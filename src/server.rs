@@ -36,7 +36,7 @@ pub async fn run(
     let nofile = raise_nofile();
     let max_connections = cfg
         .max_connections
-        .unwrap_or_else(|| default_max_connections(nofile));
+        .unwrap_or_else(|| default_max_connections(nofile, crate::workers::count()));
     let timeouts = ClientTimeouts {
         header: cfg.client_header_timeout,
         idle: cfg.client_idle_timeout,
@@ -106,6 +106,8 @@ pub async fn run(
     )
     .await;
     wind_down(&app.backends, tracker).await;
+    // Streams still open after the grace period are cut here, before the last cache write.
+    workers.finish().await;
     for b in app.backends.all() {
         b.driver.watch.close();
     }
@@ -113,7 +115,6 @@ pub async fn run(
     for task in persist {
         let _ = task.await;
     }
-    workers.finish().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -4,9 +4,10 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -36,9 +37,66 @@ pub(crate) type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send
 
 /// One worker as the hand-over sees it: where its jobs go (none for the calling thread, which runs
 /// them itself) and how many of them are running.
+#[derive(Default)]
 struct Lane {
     jobs: Option<mpsc::UnboundedSender<Job>>,
     running: Arc<AtomicUsize>,
+    /// Its thread was found ended (logged once).
+    dead: AtomicBool,
+}
+
+/// One running job of a worker: counted while it lives (also when its task panics or is dropped).
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn count(running: &Arc<AtomicUsize>) -> Running {
+        running.fetch_add(1, Ordering::Relaxed);
+        Running(Arc::clone(running))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How long a worker's runtime may wait, once stopped, for blocking work it started (a name
+/// lookup, a file write).
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// A worker thread: makes its runtime, says so through `made`, then runs the jobs it is given until
+/// `done`.
+fn worker(
+    index: usize,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    done: &CancellationToken,
+    made: &std::sync::mpsc::SyncSender<std::io::Result<()>>,
+) {
+    INDEX.with(|i| i.set(index));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = made.send(Err(e));
+            return;
+        }
+    };
+    let _ = made.send(Ok(()));
+    runtime.block_on(async move {
+        let serve = async {
+            while let Some(job) = queue.recv().await {
+                tokio::spawn(job());
+            }
+        };
+        tokio::select! {
+            () = serve => {}
+            () = done.cancelled() => {}
+        }
+    });
+    runtime.shutdown_timeout(STOP_WAIT);
 }
 
 /// The workers: the calling thread and one thread per further core. Dropped (the `run` that made
@@ -56,39 +114,25 @@ impl Workers {
     /// start-up error.
     pub(crate) fn start() -> anyhow::Result<Workers> {
         let done = CancellationToken::new();
-        let mut lanes = vec![Lane {
-            jobs: None,
-            running: Arc::default(),
-        }];
+        let mut lanes = vec![Lane::default()];
         let mut threads = Vec::new();
         for index in 1..count() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start a worker's runtime")?;
-            let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+            let (jobs, queue) = mpsc::unbounded_channel::<Job>();
+            // The runtime is made on its own thread (a runtime must not be dropped inside another
+            // one's async context), which says whether it could.
+            let (made_tx, made) = std::sync::mpsc::sync_channel(1);
             let done = done.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ollama-proxy-{index}"))
-                .spawn(move || {
-                    INDEX.with(|i| i.set(index));
-                    runtime.block_on(async move {
-                        let serve = async {
-                            while let Some(job) = queue.recv().await {
-                                tokio::spawn(job());
-                            }
-                        };
-                        tokio::select! {
-                            () = serve => {}
-                            () = done.cancelled() => {}
-                        }
-                    });
-                })
+                .spawn(move || worker(index, queue, &done, &made_tx))
                 .context("cannot start a worker thread")?;
+            made.recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("its thread ended")))
+                .context("cannot start a worker's runtime")?;
             threads.push(thread);
             lanes.push(Lane {
                 jobs: Some(jobs),
-                running: Arc::default(),
+                ..Lane::default()
             });
         }
         Ok(Workers {
@@ -104,24 +148,31 @@ impl Workers {
         let Some(lane) = least_busy(running).and_then(|i| self.lanes.get(i)) else {
             return;
         };
-        let running = Arc::clone(&lane.running);
-        running.fetch_add(1, Ordering::Relaxed);
+        let count = Running::count(&lane.running);
         let counted: Job = Box::new(move || {
             let task = job();
             Box::pin(async move {
                 task.await;
-                running.fetch_sub(1, Ordering::Relaxed);
+                drop(count);
             })
         });
-        match &lane.jobs {
-            None => drop(tokio::spawn(counted())),
-            // A worker's queue closes only when its thread ended (with the workers).
-            Some(jobs) => drop(jobs.send(counted)),
+        let Some(jobs) = &lane.jobs else {
+            drop(tokio::spawn(counted()));
+            return;
+        };
+        if let Err(mpsc::error::SendError(job)) = jobs.send(counted) {
+            // Its thread ended (it cannot while the workers run, short of a bug): served here.
+            if !lane.dead.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    "a worker thread ended; its clients are served by the accepting thread"
+                );
+            }
+            drop(tokio::spawn(job()));
         }
     }
 
-    /// Stops the workers' runtimes (everything they ran has ended by now) and waits for their
-    /// threads.
+    /// Stops the workers' runtimes (the connections still open on them are cut) and waits for their
+    /// threads, each at most [`STOP_WAIT`] for the blocking work it started.
     pub(crate) async fn finish(mut self) {
         drop(self.done.take());
         self.lanes.clear();

@@ -57,9 +57,8 @@ async fn one_request_wakes_the_host_and_gets_its_answer() {
 async fn many_requests_during_one_boot_one_wake_each_once_in_order() {
     const N: usize = 200;
     let host = SleepingHost::gated(Duration::from_millis(100)).await;
-    let Some(tap) = common::tap::Tap::start(host.addr.port()) else {
-        return;
-    };
+    // The order is checked where it can be seen (as root); the rest everywhere.
+    let tap = common::tap::Tap::start(host.addr.port());
     let proxy = proxy_for(&host, &[]).await;
     let mut tasks = Vec::new();
     for i in 0..N {
@@ -87,9 +86,10 @@ async fn many_requests_during_one_boot_one_wake_each_once_in_order() {
     // The order they went out on the wire: the order Ollama's server then reads requests sent
     // microseconds apart on different connections is its own (one on a new connection waits for
     // its accept, one on a kept connection does not). See "Holding and replay".
-    let sent = tap.finish();
-    let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
-    assert_eq!(sent, expected, "not forwarded in arrival order");
+    if let Some(tap) = tap {
+        let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+        assert_eq!(tap.finish(), expected, "not forwarded in arrival order");
+    }
     assert_eq!(proxy.health().await["wakes"], 1);
     proxy.stop().await;
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -19,8 +19,8 @@ use super::Watch;
 pub(crate) struct Socket {
     pub(super) stream: TcpStream,
     writes: AtomicU64,
-    /// Whether anyone waits for a write: only then does a write notify.
-    listening: AtomicBool,
+    /// How many wait for a write: only then does a write notify.
+    listening: AtomicUsize,
     wrote: Notify,
 }
 
@@ -28,7 +28,7 @@ impl Socket {
     fn wrote(&self, done: &io::Result<usize>) {
         if matches!(done, Ok(n) if *n > 0) {
             self.writes.fetch_add(1, Ordering::SeqCst);
-            if self.listening.load(Ordering::SeqCst) {
+            if self.listening.load(Ordering::SeqCst) > 0 {
                 self.wrote.notify_waiters();
             }
         }
@@ -40,7 +40,7 @@ impl Socket {
 
     /// Resolves once more than `mark` writes were made.
     pub(super) async fn written_after(&self, mark: u64) {
-        self.listening.store(true, Ordering::SeqCst);
+        let _listening = Listening::count(&self.listening);
         loop {
             let notified = self.wrote.notified();
             tokio::pin!(notified);
@@ -53,6 +53,22 @@ impl Socket {
     }
 }
 
+/// One waiter for a write, counted while it waits.
+struct Listening<'a>(&'a AtomicUsize);
+
+impl<'a> Listening<'a> {
+    fn count(listening: &'a AtomicUsize) -> Self {
+        listening.fetch_add(1, Ordering::SeqCst);
+        Listening(listening)
+    }
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A connection to Ollama that the watcher can still look at while hyper owns it.
 pub(crate) struct Shared(Arc<Socket>);
 
@@ -62,7 +78,7 @@ impl Shared {
         let socket = Arc::new(Socket {
             stream,
             writes: AtomicU64::new(0),
-            listening: AtomicBool::new(false),
+            listening: AtomicUsize::new(0),
             wrote: Notify::new(),
         });
         let watch = Watch(Arc::downgrade(&socket));

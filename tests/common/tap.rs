@@ -15,7 +15,7 @@ impl Tap {
     /// Starts capturing, or says why it cannot (then the caller skips), unless
     /// `OLLAMA_PROXY_REQUIRE_NETNS=1` (CI, as root) demands it, in which case it panics.
     pub fn start(port: u16) -> Option<Tap> {
-        match open() {
+        match open(port) {
             Ok(fd) => {
                 let stop = Arc::new(AtomicBool::new(false));
                 let flag = Arc::clone(&stop);
@@ -51,8 +51,9 @@ impl Drop for Tap {
     }
 }
 
-/// An `AF_PACKET` socket on `lo` for IPv4, with a large buffer and a short read timeout.
-fn open() -> Result<std::os::fd::OwnedFd, String> {
+/// An `AF_PACKET` socket on `lo` for IPv4 TCP segments to `port` (a kernel filter drops the rest
+/// of the machine's loopback traffic), with a large buffer and a short read timeout.
+fn open(port: u16) -> Result<std::os::fd::OwnedFd, String> {
     use std::os::fd::FromRawFd;
     let proto = (libc::ETH_P_IP as u16).to_be();
     // SAFETY: plain socket(2); the descriptor is owned below.
@@ -62,8 +63,19 @@ fn open() -> Result<std::os::fd::OwnedFd, String> {
     }
     // SAFETY: `raw` is a new descriptor that nothing else owns.
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    filter(raw, port)?;
+    let size: libc::c_int = 16 << 20;
+    // SAFETY: an int option of the size given; as root the buffer may exceed rmem_max.
+    unsafe {
+        libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
     let sock = socket2::SockRef::from(&fd);
-    let _ = sock.set_recv_buffer_size(16 << 20);
     sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
     // SAFETY: a NUL-terminated name.
@@ -87,6 +99,39 @@ fn open() -> Result<std::os::fd::OwnedFd, String> {
     Ok(fd)
 }
 
+/// Keeps only IPv4 TCP segments to `port` (classic BPF over the IP header: protocol 6, then the
+/// destination port after the header's own length).
+fn filter(raw: libc::c_int, port: u16) -> Result<(), String> {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let mut program = [
+        op(0x30, 0, 0, 9),               // ldb [9]: the protocol
+        op(0x15, 0, 4, 6),               // jeq #6 (TCP), else drop
+        op(0xb1, 0, 0, 0),               // ldxb 4*([0]&0xf): the IP header's length
+        op(0x48, 0, 0, 2),               // ldh [x+2]: the destination port
+        op(0x15, 0, 1, u32::from(port)), // jeq #port, else drop
+        op(0x06, 0, 0, 0xffff),          // keep
+        op(0x06, 0, 0, 0),               // drop
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
+    let set = unsafe {
+        libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as u32,
+        )
+    };
+    if set < 0 {
+        return Err(format!("filter: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Reads segments until `stop` (bounded: a read waits at most 50 ms), keeping the first sighting
 /// of each `x-seq` in a segment to `port` (a socket bound to one protocol sees each loopback
 /// segment once, as the kernel delivers it, in the sender's write).
@@ -94,7 +139,10 @@ fn capture(fd: std::os::fd::OwnedFd, port: u16, stop: &AtomicBool) -> Vec<String
     use std::os::fd::AsRawFd;
     let mut seen: Vec<String> = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
-    while !stop.load(Ordering::SeqCst) {
+    let mut draining = false;
+    loop {
+        // After `stop`, what is still queued is read without waiting, to its end.
+        let flags = if draining { libc::MSG_DONTWAIT } else { 0 };
         // SAFETY: all zeroes is a valid sockaddr_ll.
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
@@ -104,12 +152,18 @@ fn capture(fd: std::os::fd::OwnedFd, port: u16, stop: &AtomicBool) -> Vec<String
                 fd.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                0,
+                flags,
                 (&mut from as *mut libc::sockaddr_ll).cast(),
                 &mut len,
             )
         };
-        let Ok(n) = usize::try_from(n) else { continue };
+        let Ok(n) = usize::try_from(n) else {
+            if draining {
+                break;
+            }
+            draining = stop.load(Ordering::SeqCst);
+            continue;
+        };
         if let Some(seq) = seq_to(&buf[..n], port) {
             if !seen.contains(&seq) {
                 seen.push(seq);
