@@ -42,7 +42,6 @@ pub(crate) mod throttle;
 pub(crate) mod units;
 pub(crate) mod upstream;
 pub(crate) mod wake;
-pub(crate) mod workers;
 
 pub use config::{CacheFile, Config, StateDirs};
 pub use server::run;

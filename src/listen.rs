@@ -5,23 +5,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::{self, ClientTimeouts};
 use crate::handler::App;
 use crate::throttle::Throttled;
 use crate::upstream::local_shortage;
-use crate::workers::Workers;
 
 /// File descriptors kept for everything but client connections (listener, cache file, logs, probes).
 const RESERVED_FDS: u64 = 64;
-/// Descriptors each further worker's runtime holds (its epoll, its wake-up eventfd, its signal
-/// pipe).
-const FDS_PER_WORKER: u64 = 3;
 /// Fewest client connections a derived default allows.
 const MIN_CONNECTIONS: usize = 16;
 /// First pause after an accept error that comes from a lack of resources; doubles up to the maximum.
@@ -45,10 +40,8 @@ pub(crate) fn raise_nofile() -> u64 {
 
 /// The default connection cap for an open-file limit: each client may need a connection to Ollama
 /// too, and some descriptors are kept for the rest.
-pub(crate) fn default_max_connections(nofile: u64, workers: usize) -> usize {
-    let further = u64::try_from(workers.saturating_sub(1)).unwrap_or(u64::MAX);
-    let reserved = RESERVED_FDS.saturating_add(FDS_PER_WORKER.saturating_mul(further));
-    let derived = nofile.saturating_sub(reserved) / 2;
+pub(crate) fn default_max_connections(nofile: u64) -> usize {
+    let derived = nofile.saturating_sub(RESERVED_FDS) / 2;
     usize::try_from(derived)
         .unwrap_or(usize::MAX)
         .clamp(MIN_CONNECTIONS, Semaphore::MAX_PERMITS)
@@ -72,14 +65,14 @@ async fn wait_for_slot(
     }
 }
 
-/// Accepts clients until `shutdown`; each connection is handed to a worker and runs in `tracker`.
+/// Accepts clients until `shutdown`; each connection runs in `tracker`.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
     max_connections: usize,
     timeouts: ClientTimeouts,
     shutdown: CancellationToken,
-    (workers, tracker): (&Workers, TaskTracker),
+    tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
     let pressure = Arc::new(Notify::new());
@@ -105,14 +98,17 @@ pub(crate) async fn accept_loop(
         match accepted {
             Ok((stream, client)) => {
                 backoff = BACKOFF_START;
+                let _ = stream.set_nodelay(true);
                 let watch = conn::Watch {
                     timeouts,
                     pressure: Arc::clone(&pressure),
                     shutdown: shutdown.clone(),
                 };
-                // Counted from now: a shutdown waits for it even before its worker starts it.
-                let admitted = (slot, tracker.token());
-                hand_over(workers, stream, client, Arc::clone(&app), watch, admitted);
+                let app = Arc::clone(&app);
+                tracker.spawn(async move {
+                    conn::serve(stream, client, app, watch).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 let resources = local_shortage(&e).is_some();
@@ -130,47 +126,15 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Gives a new client connection to a worker (see "Threads"): moved there as a plain socket, with
-/// its connection slot and tracker token, dropped when it ends.
-fn hand_over(
-    workers: &Workers,
-    stream: TcpStream,
-    client: std::net::SocketAddr,
-    app: Arc<App>,
-    watch: conn::Watch,
-    admitted: (OwnedSemaphorePermit, TaskTrackerToken),
-) {
-    let _ = stream.set_nodelay(true);
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot hand a client connection over");
-            return;
-        }
-    };
-    workers.hand(Box::new(move || {
-        Box::pin(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => conn::serve(stream, client, app, watch).await,
-                Err(e) => tracing::warn!(error = %e, "cannot take a client connection over"),
-            }
-            drop(admitted);
-        })
-    }));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn default_cap_follows_the_fd_limit() {
-        assert_eq!(default_max_connections(1024, 1), 480);
-        assert_eq!(default_max_connections(65536, 1), 32736);
-        assert_eq!(default_max_connections(10, 1), MIN_CONNECTIONS);
-        assert_eq!(default_max_connections(u64::MAX, 1), Semaphore::MAX_PERMITS);
-        // Each further worker's runtime keeps three descriptors.
-        assert_eq!(default_max_connections(1024, 5), 474);
-        assert_eq!(default_max_connections(1024, usize::MAX), MIN_CONNECTIONS);
+        assert_eq!(default_max_connections(1024), 480);
+        assert_eq!(default_max_connections(65536), 32736);
+        assert_eq!(default_max_connections(10), MIN_CONNECTIONS);
+        assert_eq!(default_max_connections(u64::MAX), Semaphore::MAX_PERMITS);
     }
 }

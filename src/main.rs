@@ -7,9 +7,7 @@ use clap::Parser;
 use ollama_proxy::cli::{Cli, Command};
 use ollama_proxy::{commands, logging};
 
-// Single-threaded: `serve` starts one more runtime per further core (see "Threads" in
-// docs/behaviour.md).
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Kept to the end: dropping it writes the log lines still queued.

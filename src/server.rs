@@ -31,12 +31,10 @@ pub async fn run(
     let local = listener.local_addr().context("listener address")?;
     let (monitor, families) = crate::monitor::Monitor::new();
     let backends = backends(&cfg, &shutdown, families)?;
-    // One worker per core; each client connection goes to the least busy (see "Threads").
-    let workers = crate::workers::Workers::start()?;
     let nofile = raise_nofile();
     let max_connections = cfg
         .max_connections
-        .unwrap_or_else(|| default_max_connections(nofile, crate::workers::count()));
+        .unwrap_or_else(|| default_max_connections(nofile));
     let timeouts = ClientTimeouts {
         header: cfg.client_header_timeout,
         idle: cfg.client_idle_timeout,
@@ -96,18 +94,17 @@ pub async fn run(
         sd_notify::NotifyState::Status(&status),
     ]);
     let tracker = TaskTracker::new();
+    let connections = tracker.clone();
     accept_loop(
         listener,
         Arc::clone(&app),
         max_connections,
         timeouts,
         shutdown,
-        (&workers, tracker.clone()),
+        connections,
     )
     .await;
     wind_down(&app.backends, tracker).await;
-    // Streams still open after the grace period are cut here, before the last cache write.
-    workers.finish().await;
     for b in app.backends.all() {
         b.driver.watch.close();
     }

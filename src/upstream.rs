@@ -1,6 +1,7 @@
 //! Connections to Ollama: connect with a timeout, a watch on unacknowledged bytes, a short-lived
 //! keep-alive pool (see "Backend state" and "Asleep under a connection" in docs/behaviour.md).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,16 +16,20 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::acked::{Shared, Ticker, Watch};
 use crate::config::Upstream;
 
-mod pool;
-pub use pool::Lease;
-use pool::{pop_from, Pools, POOL_IDLE};
-
+/// Pooled connections idle longer than this are not trusted: the host may have gone to sleep.
+const POOL_IDLE: Duration = Duration::from_secs(3);
 /// How long a pooled connection may take to become ready after its last response.
 const READY_WAIT: Duration = Duration::from_millis(50);
+/// At most this many idle connections are kept.
+const POOL_MAX: usize = 1024;
 /// The kernel's own limit on unacknowledged data, a backstop behind the watch of "Asleep under a
 /// connection": long enough that a receive window Ollama keeps shut (a slow disk under a blob
 /// upload) never ends a connection.
 const USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An idle connection, the watch on its socket, and when it became idle.
+type Idle = (SendRequest<Body>, Watch, Instant);
+type IdlePool = Arc<Mutex<VecDeque<Idle>>>;
 
 /// Why no connection to Ollama could be made; every variant but [`ConnectError::Local`] means
 /// "asleep" (see "Backend state" in docs/behaviour.md).
@@ -70,8 +75,6 @@ pub struct Conn {
     sender: SendRequest<Body>,
     watch: Watch,
     reused: bool,
-    /// The worker whose runtime drives the connection, and whose pool it goes back to.
-    home: usize,
 }
 
 impl Conn {
@@ -87,7 +90,7 @@ pub struct Client {
     connect_timeout: Duration,
     /// The clock of the watches on unacknowledged bytes.
     ticker: Arc<Ticker>,
-    idle: Arc<Pools>,
+    idle: IdlePool,
     /// The addresses Ollama's name last resolved to.
     resolved: Mutex<Vec<SocketAddr>>,
     /// The address the last new connection was made to (for "Learning the MAC").
@@ -100,7 +103,7 @@ impl Client {
             upstream,
             connect_timeout,
             ticker: Ticker::new(connect_timeout),
-            idle: Arc::new(Pools::new()),
+            idle: Arc::new(Mutex::new(VecDeque::new())),
             resolved: Mutex::new(Vec::new()),
             peer: Mutex::new(None),
         }
@@ -115,26 +118,46 @@ impl Client {
         *self.peer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An idle connection from the calling worker's pool, else from another's, with the worker
-    /// it belongs to.
-    fn pop_idle(&self) -> Option<(SendRequest<Body>, Watch, usize)> {
-        self.idle.order().find_map(|worker| {
-            let (sender, watch) = pop_from(&mut *self.idle.lock(worker)?)?;
-            Some((sender, watch, worker))
-        })
+    /// An idle connection that is young enough and not closed: the most recent one that is ready
+    /// now, else the most recent one (which may need a moment to become ready). The common case
+    /// (the newest is ready) touches only the ends of the pool; closed connections deeper in it are
+    /// never handed out, and the reaper drops them.
+    fn pop_idle(&self) -> Option<(SendRequest<Body>, Watch)> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Oldest first: expired connections are at the front.
+        let now = Instant::now();
+        while idle
+            .front()
+            .is_some_and(|(_, _, since)| now.saturating_duration_since(*since) >= POOL_IDLE)
+        {
+            idle.pop_front();
+        }
+        while idle.back().is_some_and(|(sender, _, _)| sender.is_closed()) {
+            idle.pop_back();
+        }
+        let newest_ready = idle.back().is_some_and(|(sender, _, _)| sender.is_ready());
+        let (sender, watch, _) = if newest_ready {
+            idle.pop_back()?
+        } else {
+            // The newest is not ready yet: a ready one further in, else the newest.
+            idle.retain(|(sender, _, _)| !sender.is_closed());
+            let ready = idle.iter().rposition(|(sender, _, _)| sender.is_ready());
+            match ready {
+                Some(i) => idle.remove(i)?,
+                None => idle.pop_back()?,
+            }
+        };
+        Some((sender, watch))
     }
 
     /// Closes pooled connections that are too old to be used or already closed, so that idle
     /// sockets do not hold file descriptors.
     pub(crate) fn reap_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        for worker in self.idle.order() {
-            if let Some(mut idle) = self.idle.lock(worker) {
-                idle.retain(|(sender, _, since)| {
-                    now.saturating_duration_since(*since) < POOL_IDLE && !sender.is_closed()
-                });
-            }
-        }
+        idle.retain(|(sender, _, since)| {
+            now.saturating_duration_since(*since) < POOL_IDLE && !sender.is_closed()
+        });
     }
 
     /// Closes the pool's expired connections every [`POOL_IDLE`] until `stop`.
@@ -150,16 +173,12 @@ impl Client {
 
     /// Drops every pooled connection (after Ollama was found unreachable).
     pub fn clear_pool(&self) {
-        for worker in self.idle.order() {
-            if let Some(mut idle) = self.idle.lock(worker) {
-                idle.clear();
-            }
-        }
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// A pooled connection younger than the idle limit, or a new one.
     pub async fn checkout(&self) -> Result<Conn, ConnectError> {
-        while let Some((mut sender, watch, home)) = self.pop_idle() {
+        while let Some((mut sender, watch)) = self.pop_idle() {
             // A connection comes back as soon as its response body ended; hyper may need a moment
             // more to be ready for the next request.
             let ready = sender.is_ready()
@@ -172,7 +191,6 @@ impl Client {
                     sender,
                     watch,
                     reused: true,
-                    home,
                 });
             }
         }
@@ -260,7 +278,6 @@ impl Client {
             sender,
             watch,
             reused: false,
-            home: crate::workers::current(),
         })
     }
 
@@ -276,7 +293,6 @@ impl Client {
             mut sender,
             watch,
             reused,
-            home,
         } = conn;
         let idempotent = matches!(
             *req.method(),
@@ -300,11 +316,27 @@ impl Client {
                 Lease {
                     sender,
                     watch,
-                    pools: Arc::clone(&self.idle),
-                    home,
+                    pool: Arc::clone(&self.idle),
                 },
             )),
             Err(e) => Err(classify(&e, reused, idempotent)),
+        }
+    }
+}
+
+/// A connection lent to one response.
+pub struct Lease {
+    sender: SendRequest<Body>,
+    watch: Watch,
+    pool: IdlePool,
+}
+
+impl Lease {
+    /// The response was read to the end: the connection may serve another request.
+    pub fn give_back(self) {
+        let mut idle = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < POOL_MAX {
+            idle.push_back((self.sender, self.watch, Instant::now()));
         }
     }
 }
