@@ -53,7 +53,8 @@ async fn one_request_wakes_the_host_and_gets_its_answer() {
     proxy.stop().await;
 }
 
-#[tokio::test]
+// Two workers, as the binary has on two cores: released requests are then sent from either thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_requests_during_one_boot_one_wake_each_once_in_order() {
     const N: usize = 200;
     let host = SleepingHost::gated(Duration::from_millis(100)).await;
