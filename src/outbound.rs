@@ -131,18 +131,22 @@ pub(crate) struct Ack {
     tx: oneshot::Sender<()>,
     /// The connection, and how many writes it had made before this request: the request is on its
     /// way once the connection wrote again.
-    written: Option<(Watch, u64)>,
+    written: (Watch, u64),
 }
 
 impl Ack {
-    pub(crate) fn new(tx: oneshot::Sender<()>, written: Option<(Watch, u64)>) -> Self {
-        Ack { tx, written }
+    /// For a request about to go on the connection `watch` looks at.
+    pub(crate) fn new(tx: oneshot::Sender<()>, watch: Watch) -> Self {
+        let mark = watch.writes();
+        Ack {
+            tx,
+            written: (watch, mark),
+        }
     }
 
     async fn written(&self) {
-        if let Some((watch, mark)) = &self.written {
-            watch.written_after(*mark).await;
-        }
+        let (watch, mark) = &self.written;
+        watch.written_after(*mark).await;
     }
 
     pub(crate) fn fire(self) {
@@ -227,7 +231,7 @@ mod tests {
         let _peer = listener.accept().await.unwrap();
         let (mut conn, watch) = crate::acked::Shared::new(stream);
         let (tx, mut rx) = oneshot::channel();
-        let ack = Ack::new(tx, Some((watch.clone(), watch.writes())));
+        let ack = Ack::new(tx, watch.clone());
         let never = std::future::pending::<()>();
         let exchange = tokio::spawn(async move {
             let mut ack = Some(ack);

@@ -264,11 +264,7 @@ pub async fn forward(
         };
         // A released request is on its way once its connection wrote it: the next one cannot
         // overtake it on another worker's connection (see "Holding and replay").
-        let mut ack = ack.map(|tx| {
-            let watch = conn.watch().clone();
-            let mark = watch.writes();
-            Ack::new(tx, Some((watch, mark)))
-        });
+        let mut ack = ack.map(|tx| Ack::new(tx, conn.watch().clone()));
         let (req, progress) = out.request();
         let (limit, option) = timeouts.headers(out.patience);
         let sent = exchange(

@@ -64,17 +64,8 @@ fn open(port: u16) -> Result<std::os::fd::OwnedFd, String> {
     // SAFETY: `raw` is a new descriptor that nothing else owns.
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
     filter(raw, port)?;
-    let size: libc::c_int = 16 << 20;
-    // SAFETY: an int option of the size given; as root the buffer may exceed rmem_max.
-    unsafe {
-        libc::setsockopt(
-            raw,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        )
-    };
+    // As root the buffer may exceed rmem_max.
+    let _ = set_option(raw, libc::SO_RCVBUFFORCE, &((16 << 20) as libc::c_int));
     let sock = socket2::SockRef::from(&fd);
     sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
@@ -116,18 +107,24 @@ fn filter(raw: libc::c_int, port: u16) -> Result<(), String> {
         len: program.len() as u16,
         filter: program.as_mut_ptr(),
     };
-    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
+    // `prog` points at `program`, which outlives the call; the kernel copies it.
+    set_option(raw, libc::SO_ATTACH_FILTER, &prog).map_err(|e| format!("filter: {e}"))
+}
+
+/// A `SOL_SOCKET` option whose value is `value`, as it is in memory.
+fn set_option<T>(raw: libc::c_int, name: libc::c_int, value: &T) -> std::io::Result<()> {
+    // SAFETY: `value` is valid for its size for the length of the call.
     let set = unsafe {
         libc::setsockopt(
             raw,
             libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&prog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as u32,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as u32,
         )
     };
     if set < 0 {
-        return Err(format!("filter: {}", std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
