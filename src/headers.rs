@@ -12,31 +12,48 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// RFC 9110 §7.6.1 connection-specific fields (plus the old `Keep-Alive`/`Proxy-Connection`).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Removes hop-by-hop fields, including those named in `Connection`.
+/// RFC 9110 §7.6.1 connection-specific fields (plus the old `Keep-Alive`/`Proxy-Connection`),
+/// as names: compared and removed without parsing text.
+fn hop_by_hop() -> [&'static HeaderName; 8] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+    ]
+}
+
+/// Removes hop-by-hop fields, including those named in `Connection`. Most requests have none: one
+/// look at the names they have decides that.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| hop_by_hop().contains(&name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        // `Connection: keep-alive` (most clients): removed below without making a name.
+        .filter(|t| {
+            !hop_by_hop()
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(t))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in hop_by_hop() {
         headers.remove(name);
     }
 }
@@ -77,12 +94,7 @@ pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, host: Option<&H
 fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> Option<HeaderValue> {
     // The longest IPv6 text form is 45 bytes.
     let mut text = [0u8; 64];
-    let free = {
-        let mut rest = &mut text[..];
-        write!(rest, "{client}").ok()?;
-        rest.len()
-    };
-    let ip = text.get(..text.len() - free)?;
+    let ip = ip_text(client, &mut text)?;
     let hops = || {
         headers
             .get_all(&X_FORWARDED_FOR)
@@ -100,9 +112,69 @@ fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
 }
 
+/// `ip` as text in `buf`: IPv4 by hand (the formatting machinery costs more than the rest of the
+/// header rewrite), IPv6 as `Display` writes it.
+fn ip_text(ip: IpAddr, buf: &mut [u8; 64]) -> Option<&[u8]> {
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut at = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    *buf.get_mut(at)? = b'.';
+                    at += 1;
+                }
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in digits.iter().skip(skip) {
+                    *buf.get_mut(at)? = b'0' + d;
+                    at += 1;
+                }
+            }
+            at
+        }
+        IpAddr::V6(_) => {
+            let mut rest = &mut buf[..];
+            write!(rest, "{ip}").ok()?;
+            64 - rest.len()
+        }
+    };
+    buf.get(..len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_is_what_display_writes() {
+        let mut buf = [0u8; 64];
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.0.255",
+            "192.168.100.9",
+            "255.255.255.255",
+            "::1",
+            "fe80::1:2",
+            "::ffff:10.0.0.1",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                ip_text(parsed, &mut buf).unwrap(),
+                parsed.to_string().as_bytes()
+            );
+        }
+        for n in 0..=255u8 {
+            let ip = IpAddr::from([n, 255 - n, n / 3, 7]);
+            assert_eq!(ip_text(ip, &mut buf).unwrap(), ip.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn host_named_in_connection_still_becomes_x_forwarded_host() {

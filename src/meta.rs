@@ -133,22 +133,30 @@ pub(crate) async fn meta(
             }
         };
     }
+    if backend.driver.heard_recently() {
+        // Ollama answered a moment ago: asked here, with no head start (no task, no timer).
+        let answer = forward_and_keep(app, backend, &mut out, Some(key), false).await;
+        return Ok(answer.unwrap_or_else(|e| cached_instead(app, &route, &entry, &e)));
+    }
     let attempt = {
         let (app, backend) = (Arc::clone(app), Arc::clone(backend));
         async move { forward_and_keep(&app, &backend, &mut out, Some(key), false).await }
     };
     match head_start(app, backend, attempt).await {
         Raced::Ready(Ok(resp)) => Ok(resp),
-        Raced::Ready(Err(e)) => {
-            tracing::debug!(error = %e, "Ollama did not answer; serving the cached copy");
-            Ok(from_cache(app, &route, &entry))
-        }
+        Raced::Ready(Err(e)) => Ok(cached_instead(app, &route, &entry, &e)),
         Raced::Late(task) => {
             finish_in_background(task);
             Ok(from_cache(app, &route, &entry))
         }
         Raced::Lost => Ok(from_cache(app, &route, &entry)),
     }
+}
+
+/// The cached answer, Ollama having failed to give its own.
+fn cached_instead(app: &App, route: &Route, entry: &Entry, e: &ProxyError) -> Resp {
+    tracing::debug!(error = %e, "Ollama did not answer; serving the cached copy");
+    from_cache(app, route, entry)
 }
 
 /// The cached answer when it is given without asking Ollama (a fresh model list, or any entry while

@@ -164,19 +164,19 @@ impl Ack {
 /// out and the connection wrote it (the next held request may then go), or when a limit ran out;
 /// when the answer (or a failure) came first it is left to the caller, who fires it, or keeps it
 /// for a second try that must still go before the next request. Without `progress` the request
-/// has no body: it is out at once, and only the answer's limit runs (one timer).
+/// has no body: it is out at once, and only the answer's limit runs (one timer). `send` is pinned
+/// by the caller, so that it is not kept twice in this future's state.
 pub(crate) async fn exchange<T>(
-    send: impl Future<Output = T>,
+    mut send: Pin<&mut impl Future<Output = T>>,
     progress: Option<&Progress>,
     ack: &mut Option<Ack>,
     limit: Duration,
     silence: Duration,
 ) -> Result<T, Late> {
-    tokio::pin!(send);
     while let Some(progress) = progress {
         let quiet_until = Instant::now() + silence.saturating_sub(progress.idle());
         tokio::select! {
-            answer = &mut send => return Ok(answer),
+            answer = send.as_mut() => return Ok(answer),
             _ = progress.finished() => break,
             _ = tokio::time::sleep_until(quiet_until) => {
                 if progress.idle() >= silence {
@@ -191,7 +191,7 @@ pub(crate) async fn exchange<T>(
     let deadline = Instant::now() + limit;
     if let Some(waiting) = ack.as_ref() {
         tokio::select! {
-            answer = &mut send => return Ok(answer),
+            answer = send.as_mut() => return Ok(answer),
             () = waiting.written() => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
@@ -236,7 +236,7 @@ mod tests {
         let exchange = tokio::spawn(async move {
             let mut ack = Some(ack);
             let limit = Duration::from_secs(60);
-            exchange(never, None, &mut ack, limit, limit).await
+            exchange(std::pin::pin!(never), None, &mut ack, limit, limit).await
         });
         for _ in 0..100 {
             tokio::task::yield_now().await;
@@ -270,6 +270,7 @@ mod tests {
         };
         let send = async { tokio::join!(upload, drain).1 };
         let mut no_ack = None;
+        let send = std::pin::pin!(send);
         let got = exchange(
             send,
             Some(&progress),
@@ -285,7 +286,7 @@ mod tests {
         let progress = Progress::new();
         let (_tx, body) = channel_body(1);
         let _body = Announce::new(body, Arc::clone(&progress));
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         let mut no_ack = None;
         let got = exchange(
             never,
@@ -301,7 +302,7 @@ mod tests {
     async fn an_empty_body_is_out_at_once() {
         let progress = Progress::new();
         let _body = Announce::new(Body::empty(), Arc::clone(&progress));
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         let mut no_ack = None;
         let got = exchange(
             never,
@@ -312,8 +313,9 @@ mod tests {
         );
         assert_eq!(got.await, Err(Late::Answer(Duration::from_secs(3))));
         let mut no_ack = None;
+        let pending = std::pin::pin!(std::future::pending::<()>());
         let no_body = exchange(
-            std::future::pending::<()>(),
+            pending,
             None,
             &mut no_ack,
             Duration::from_secs(3),

@@ -267,13 +267,8 @@ pub async fn forward(
         let mut ack = ack.map(|tx| Ack::new(tx, conn.watch().clone()));
         let (req, progress) = out.request();
         let (limit, option) = timeouts.headers(out.patience);
-        let sent = exchange(
-            client.send(conn, req),
-            progress.as_deref(),
-            &mut ack,
-            limit,
-            timeouts.model,
-        );
+        let send = std::pin::pin!(client.send(conn, req));
+        let sent = exchange(send, progress.as_deref(), &mut ack, limit, timeouts.model);
         match sent.await {
             Err(Late::Answer(after)) => {
                 driver.watch.upstream_error(UpstreamError::Timeout);

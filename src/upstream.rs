@@ -299,13 +299,15 @@ impl Client {
             hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
         );
         let before = watch.acked_bytes();
+        // Handed to the connection's task here: only the wait for its answer is kept below.
+        let response = sender.send_request(req);
         let answer = tokio::select! {
-            answer = sender.send_request(req) => answer,
+            answer = response => answer,
             acks = watch.stalled(&self.ticker, before.unwrap_or_default()) => {
                 watch.abort();
                 let why = format!("sent bytes unacknowledged: {acks}");
                 return Err(match before {
-                    Some(b) if acks.bytes_acked == b => SendFailure::Unacked(why),
+                    Some(b) if acks.bytes_acked <= b => SendFailure::Unacked(why),
                     _ => SendFailure::UnackedAfterPart(why),
                 });
             }

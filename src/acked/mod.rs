@@ -57,10 +57,11 @@ impl Watch {
         read_tcp_info(&socket.stream).ok()
     }
 
-    /// Bytes acknowledged so far, before a request goes out: a stall later tells from it whether
-    /// any of the request was acknowledged.
+    /// Bytes acknowledged once all written so far are, read before a request goes out: a stall
+    /// later tells from it whether any of the request was acknowledged (a count, not a `TCP_INFO`
+    /// read per request).
     pub(crate) fn acked_bytes(&self) -> Option<u64> {
-        self.acks().map(|a| a.bytes_acked)
+        self.0.upgrade()?.all_acked()
     }
 
     /// Resolves once data sent on this connection has waited `limit` for an acknowledgement
@@ -154,8 +155,22 @@ mod tests {
         let _peer = listener.accept().await.unwrap();
         let got = read_tcp_info(&stream).unwrap();
         assert_eq!((got.unacked, got.probes), (0, 0));
-        let (shared, watch) = Shared::new(stream);
+        let (mut shared, watch) = Shared::new(stream);
         assert!(watch.acks().is_some());
+        // Once the peer has everything, the count says what TCP_INFO says.
+        let before = watch.acked_bytes().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut shared, &[7u8; 3000])
+            .await
+            .unwrap();
+        let expected = before + 3000;
+        assert_eq!(watch.acked_bytes(), Some(expected));
+        for _ in 0..1000 {
+            if watch.acks().unwrap().bytes_acked == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(watch.acks().unwrap().bytes_acked, expected);
         drop(shared);
         assert!(watch.acks().is_none(), "a closed connection is not read");
     }

@@ -19,6 +19,11 @@ use super::Watch;
 pub(crate) struct Socket {
     pub(super) stream: TcpStream,
     writes: AtomicU64,
+    /// Bytes written so far.
+    sent: AtomicU64,
+    /// `tcpi_bytes_acked` when the connection was handed over (the SYN counts): with `sent`,
+    /// what "everything acknowledged" reads, without asking the kernel per request.
+    acked_at_start: Option<u64>,
     /// How many wait for a write: only then does a write notify.
     listening: AtomicUsize,
     wrote: Notify,
@@ -26,12 +31,18 @@ pub(crate) struct Socket {
 
 impl Socket {
     fn wrote(&self, done: &io::Result<usize>) {
-        if matches!(done, Ok(n) if *n > 0) {
+        if let Ok(n @ 1..) = done {
+            self.sent.fetch_add(*n as u64, Ordering::Relaxed);
             self.writes.fetch_add(1, Ordering::SeqCst);
             if self.listening.load(Ordering::SeqCst) > 0 {
                 self.wrote.notify_waiters();
             }
         }
+    }
+
+    /// `tcpi_bytes_acked` once everything written so far is acknowledged.
+    pub(super) fn all_acked(&self) -> Option<u64> {
+        Some(self.acked_at_start? + self.sent.load(Ordering::Relaxed))
     }
 
     pub(super) fn writes(&self) -> u64 {
@@ -75,9 +86,12 @@ pub(crate) struct Shared(Arc<Socket>);
 impl Shared {
     /// The stream for hyper, and a handle that sees it only while it is open.
     pub(crate) fn new(stream: TcpStream) -> (Shared, Watch) {
+        let acked_at_start = super::read_tcp_info(&stream).ok().map(|a| a.bytes_acked);
         let socket = Arc::new(Socket {
             stream,
             writes: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            acked_at_start,
             listening: AtomicUsize::new(0),
             wrote: Notify::new(),
         });

@@ -18,7 +18,9 @@ pub(crate) struct Wait {
 }
 
 impl Wait {
-    /// Before the first reading; `acked`: bytes acknowledged when the request went out.
+    /// Before the first reading; `acked`: bytes acknowledged once everything sent before the
+    /// request is (a first reading below it, with earlier bytes still in flight, counts as
+    /// progress: the wait starts from that reading).
     pub(crate) fn new(acked: u64) -> Wait {
         Wait {
             since: None,
