@@ -68,11 +68,32 @@ pub fn host_value(authority: &str) -> Option<HeaderValue> {
 /// values are replaced), the client appended to `X-Forwarded-For`, `Host` set to Ollama's (`host`,
 /// from [`host_value`]).
 pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+    // One look at the names says which removals and look-ups are needed: most requests carry
+    // none of these fields.
+    let (mut hop, mut expect, mut forwarded_for, mut forwarded_host) = (false, false, false, false);
+    for name in headers.keys() {
+        hop |= hop_by_hop().contains(&name);
+        expect |= name == header::EXPECT;
+        forwarded_for |= name == X_FORWARDED_FOR;
+        forwarded_host |= name == X_FORWARDED_HOST;
+    }
+    // Room for the fields added below, made once.
+    headers.reserve(4);
     // Taken before the hop-by-hop fields go: a client may name `Host` in `Connection`.
     let client_host = headers.get(header::HOST).cloned();
-    strip_hop_by_hop(headers);
-    headers.remove(header::EXPECT);
-    if let Some(v) = forwarded_for(headers, client) {
+    if hop {
+        strip_hop_by_hop(headers);
+    }
+    if expect {
+        headers.remove(header::EXPECT);
+    }
+    let chain = if forwarded_for {
+        forwarded_chain(headers, client)
+    } else {
+        let mut text = [0u8; 64];
+        ip_text(client, &mut text).and_then(|ip| HeaderValue::from_bytes(ip).ok())
+    };
+    if let Some(v) = chain {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
@@ -80,9 +101,10 @@ pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, host: Option<&H
         Some(h) => {
             headers.insert(X_FORWARDED_HOST.clone(), h);
         }
-        None => {
+        None if forwarded_host => {
             headers.remove(&X_FORWARDED_HOST);
         }
+        None => {}
     }
     if let Some(v) = host {
         headers.insert(header::HOST, v.clone());
@@ -91,7 +113,7 @@ pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, host: Option<&H
 
 /// Every earlier hop, from all the client's X-Forwarded-For fields, bytes as they were, then
 /// `client`: built in one buffer of the exact size, which becomes the value without a copy.
-fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> Option<HeaderValue> {
+fn forwarded_chain(headers: &HeaderMap, client: IpAddr) -> Option<HeaderValue> {
     // The longest IPv6 text form is 45 bytes.
     let mut text = [0u8; 64];
     let ip = ip_text(client, &mut text)?;
@@ -174,6 +196,19 @@ mod tests {
             let ip = IpAddr::from([n, 255 - n, n / 3, 7]);
             assert_eq!(ip_text(ip, &mut buf).unwrap(), ip.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn without_host_a_clients_x_forwarded_host_is_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        upstream_request(&mut h, "10.1.2.3".parse().unwrap(), None);
+        assert!(!h.contains_key("x-forwarded-host"));
+        assert!(!h.contains_key(header::EXPECT));
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

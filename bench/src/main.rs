@@ -179,6 +179,8 @@ async fn main() -> anyhow::Result<()> {
     let idle_rss = proxy.rss_kib();
     let direct = fake.url();
     let caddy = Caddy::start(&fake.url())?;
+    // The least a hyper reverse proxy does per request (no checks, no rewriting), for scale.
+    let floor = Proxy::start_exe(&format!("{release}/bench-floor"), &fake.url(), &[]).await?;
     // BENCH_PROXY_BEFORE=path/to/ollama-proxy: another build measured in the same run (A/B).
     let before = match std::env::var("BENCH_PROXY_BEFORE") {
         Ok(exe) => Some(Proxy::start_exe(&exe, &fake.url(), &[]).await?),
@@ -200,6 +202,11 @@ async fn main() -> anyhow::Result<()> {
             url: caddy.url(),
             pid: caddy.pid(),
         },
+        Target {
+            name: "hyper floor",
+            url: floor.url(""),
+            pid: floor.pid(),
+        },
     ];
     if let Some(b) = &before {
         targets.push(Target {
@@ -218,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
         "/api/version",
         "GET /api/version, forwarded (Ollama awake)",
     )?;
-    drop((caddy, before));
+    drop((caddy, floor, before));
     if std::env::var("BENCH_ONLY").as_deref() == Ok("version") {
         return Ok(());
     }
