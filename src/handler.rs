@@ -1,7 +1,9 @@
 //! The request handler: `/health`, metadata (in [`crate::meta`]) and forwarding of everything
 //! else; the steps every forwarded request shares.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -54,9 +56,16 @@ pub async fn handle(
         Route::Tags | Route::Version | Route::Show | Route::V1Models | Route::V1Model(_)
     );
     let work = matches!(route, Route::Work).then(std::time::Instant::now);
-    // Boxed where it is made: the answer future is large and scope() moves it a few times (see
-    // "Monitoring").
-    let answer = boxed_dispatch(&app, route, req, client);
+    let openai = routes::is_openai(req.uri().path());
+    let answer = async {
+        match dispatch(&app, route, req, client) {
+            Ok(Answer::Now(resp)) => resp,
+            Ok(Answer::Later(future)) => {
+                future.await.unwrap_or_else(|e| e.into_response_for(openai))
+            }
+            Err(e) => e.into_response_for(openai),
+        }
+    };
     let (resp, by) = crate::monitor::requests::scope(answer).await;
     // Atomics only, on the handles of the machine that answered (see "Monitoring").
     let counters = crate::monitor::requests::answered(app.backends.all(), by)
@@ -70,41 +79,49 @@ pub async fn handle(
     resp
 }
 
-/// [`dispatch`]'s future, made in its box: it holds every route's future and is large, and an
-/// async fn that made it would keep room for it in its own state.
-fn boxed_dispatch(
-    app: &Arc<App>,
-    route: Route,
-    req: Request,
-    client: SocketAddr,
-) -> std::pin::Pin<Box<impl std::future::Future<Output = Resp> + Send + '_>> {
-    Box::pin(dispatch(app, route, req, client))
+/// A route's answer: at once, or a future in a box of that route's own size. One future holding
+/// every route's would be as large as the largest (about 6 KB), and it is moved (and its memory
+/// touched) on every request; the one for metadata is about 4 KB.
+enum Answer<'a> {
+    Now(Resp),
+    Later(Pin<Box<dyn Future<Output = Result<Resp, ProxyError>> + Send + 'a>>),
 }
 
 /// The answer to a request of class `route`.
-async fn dispatch(app: &Arc<App>, route: Route, req: Request, client: SocketAddr) -> Resp {
-    let openai = routes::is_openai(req.uri().path());
-    let mut req = req;
-    if let Err(e) = well_formed(&req).and_then(|()| admit(app, &route, &mut req, client)) {
-        return e.into_response_for(openai);
-    }
-    let result = match route {
-        Route::Proxy(own) => Ok(crate::status::answer(app, own, req, client).await),
-        Route::NotAllowed => Err(ProxyError::MethodNotAllowed(req.method().to_string())),
-        Route::Health => Ok(health(app)),
-        Route::Ps if !app.backends.single() => Ok(several::ps(app, req, client).await),
+fn dispatch(
+    app: &Arc<App>,
+    route: Route,
+    mut req: Request,
+    client: SocketAddr,
+) -> Result<Answer<'_>, ProxyError> {
+    well_formed(&req).and_then(|()| admit(app, &route, &mut req, client))?;
+    let later: Pin<Box<dyn Future<Output = Result<Resp, ProxyError>> + Send + '_>> = match route {
+        Route::Proxy(own) => {
+            Box::pin(async move { Ok(crate::status::answer(app, own, req, client).await) })
+        }
+        Route::NotAllowed => return Err(ProxyError::MethodNotAllowed(req.method().to_string())),
+        Route::Health => return Ok(Answer::Now(health(app))),
+        Route::Ps if !app.backends.single() => {
+            Box::pin(async move { Ok(several::ps(app, req, client).await) })
+        }
         Route::Root | Route::Ps => {
             let backend = app.backends.preferred();
-            Ok(meta::always(app, backend, req, client, route).await)
+            Box::pin(async move { Ok(meta::always(app, backend, req, client, route).await) })
         }
         Route::Tags | Route::V1Models | Route::V1Model(_) if !app.backends.single() => {
-            several::tags(app, req, client, route).await
+            Box::pin(several::tags(app, req, client, route))
         }
-        Route::Work => routed::work(app, req, client).await,
-        Route::Show => routed::show(app, req, client, route).await,
-        _ => meta::meta(app, app.backends.preferred(), req, client, route).await,
+        Route::Work => Box::pin(routed::work(app, req, client)),
+        Route::Show => Box::pin(routed::show(app, req, client, route)),
+        _ => Box::pin(meta::meta(
+            app,
+            app.backends.preferred(),
+            req,
+            client,
+            route,
+        )),
     };
-    result.unwrap_or_else(|e| e.into_response_for(openai))
+    Ok(Answer::Later(later))
 }
 
 /// HTTP/1.1 requests carry exactly one `Host` (see "HTTP hygiene" in docs/behaviour.md).
