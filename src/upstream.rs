@@ -284,11 +284,15 @@ impl Client {
     /// Sends `req` on `conn`. The [`Lease`] returns the connection to the pool once the response
     /// body has been read to the end; dropped before that, the connection is closed. Bytes that
     /// wait CONNECT_TIMEOUT for an acknowledgement end the connection as [`SendFailure::Unacked`].
-    pub async fn send(
+    /// The request is handed to the connection's task when this is called; the future only waits
+    /// for the answer (and so does not keep the request in its state).
+    pub fn send(
         &self,
         conn: Conn,
         req: hyper::Request<Body>,
-    ) -> Result<(hyper::Response<Incoming>, Lease), SendFailure> {
+    ) -> impl std::future::Future<Output = Result<(hyper::Response<Incoming>, Lease), SendFailure>>
+           + Send
+           + '_ {
         let Conn {
             mut sender,
             watch,
@@ -299,29 +303,30 @@ impl Client {
             hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
         );
         let before = watch.acked_bytes();
-        // Handed to the connection's task here: only the wait for its answer is kept below.
         let response = sender.send_request(req);
-        let answer = tokio::select! {
-            answer = response => answer,
-            acks = watch.stalled(&self.ticker, before.unwrap_or_default()) => {
-                watch.abort();
-                let why = format!("sent bytes unacknowledged: {acks}");
-                return Err(match before {
-                    Some(b) if acks.bytes_acked <= b => SendFailure::Unacked(why),
-                    _ => SendFailure::UnackedAfterPart(why),
-                });
+        async move {
+            let answer = tokio::select! {
+                answer = response => answer,
+                acks = watch.stalled(&self.ticker, before.unwrap_or_default()) => {
+                    watch.abort();
+                    let why = format!("sent bytes unacknowledged: {acks}");
+                    return Err(match before {
+                        Some(b) if acks.bytes_acked <= b => SendFailure::Unacked(why),
+                        _ => SendFailure::UnackedAfterPart(why),
+                    });
+                }
+            };
+            match answer {
+                Ok(resp) => Ok((
+                    resp,
+                    Lease {
+                        sender,
+                        watch,
+                        pool: Arc::clone(&self.idle),
+                    },
+                )),
+                Err(e) => Err(classify(&e, reused, idempotent)),
             }
-        };
-        match answer {
-            Ok(resp) => Ok((
-                resp,
-                Lease {
-                    sender,
-                    watch,
-                    pool: Arc::clone(&self.idle),
-                },
-            )),
-            Err(e) => Err(classify(&e, reused, idempotent)),
         }
     }
 }
