@@ -57,8 +57,10 @@ pub async fn handle(
     );
     let work = matches!(route, Route::Work).then(std::time::Instant::now);
     let openai = routes::is_openai(req.uri().path());
+    // Made here, so that the future awaited below holds the route's box and not the request.
+    let made = dispatch(&app, route, req, client);
     let answer = async {
-        match dispatch(&app, route, req, client) {
+        match made {
             Ok(Answer::Now(resp)) => resp,
             Ok(Answer::Later(future)) => {
                 future.await.unwrap_or_else(|e| e.into_response_for(openai))

@@ -160,13 +160,12 @@ tokio::task_local! {
 }
 
 /// Runs a request's answer, returning it with the address of the machine that answered (the last
-/// one named with [`answered_by`]; see [`answered`]), or `None` when no single machine did.
-pub async fn scope<F: Future>(answer: F) -> (F::Output, Option<usize>) {
-    let labelled = async {
-        let out = answer.await;
-        (out, ANSWERED.with(Cell::take))
-    };
-    ANSWERED.scope(Cell::new(None), labelled).await
+/// one named with [`answered_by`]; see [`answered`]), or `None` when no single machine did. Not an
+/// `async fn`: that would keep `answer` twice in its state (as argument and as the future awaited).
+pub fn scope<F: Future>(answer: F) -> impl Future<Output = (F::Output, Option<usize>)> {
+    use futures_util::FutureExt;
+    let labelled = answer.map(|out| (out, ANSWERED.with(Cell::take)));
+    ANSWERED.scope(Cell::new(None), labelled)
 }
 
 /// The request being answered goes to `backend` (called again after a re-route: the last call
