@@ -56,6 +56,23 @@ pub(crate) async fn always(
         Ok(out) => out,
         Err(e) => return e.into_response_for(false),
     };
+    let ready = |answered: Result<Resp, ProxyError>| match answered {
+        Ok(resp) => resp,
+        Err(e @ ProxyError::OutOfResource(_)) => e.into_response_for(false),
+        Err(e) => {
+            tracing::debug!(error = %e, "answering for a sleeping Ollama");
+            synthesized()
+        }
+    };
+    if backend.driver.heard_recently() {
+        // Ollama answered a moment ago: asked here, with no head start (no task, no timer).
+        let answer = send(app, backend, &mut out, false).await;
+        return ready(
+            answer
+                .map(|a| respond(app, a, 0, None))
+                .map_err(unreachable_is_502),
+        );
+    }
     let attempt = {
         let (app, backend) = (Arc::clone(app), Arc::clone(backend));
         async move {
@@ -66,12 +83,7 @@ pub(crate) async fn always(
         }
     };
     match head_start(app, backend, attempt).await {
-        Raced::Ready(Ok(resp)) => resp,
-        Raced::Ready(Err(e @ ProxyError::OutOfResource(_))) => e.into_response_for(false),
-        Raced::Ready(Err(e)) => {
-            tracing::debug!(error = %e, "answering for a sleeping Ollama");
-            synthesized()
-        }
+        Raced::Ready(answered) => ready(answered),
         Raced::Late(task) => {
             finish_in_background(task);
             synthesized()
@@ -196,17 +208,17 @@ pub(crate) enum Raced<T> {
 }
 
 /// Runs `attempt` in a task of its own and waits for it at most [`HEAD_START`]. Not an `async fn`:
-/// the future it returns holds `attempt` once (inline when Ollama answered a moment ago, else in a
-/// box), where an `async fn` would hold it twice (as argument and as the future awaited), so every
-/// request's future, which is moved a few times, stays smaller.
+/// the future it returns holds `attempt` once, in a box, where an `async fn` would hold it twice
+/// (as argument and as the future awaited), so the futures of the requests that call it stay
+/// small. The hot paths (Ollama answered a moment ago) do not come here.
 pub(crate) fn head_start<T: Send + 'static>(
     app: &App,
     backend: &Backend,
     attempt: impl Future<Output = T> + Send + 'static,
 ) -> impl Future<Output = Raced<T>> + Send {
-    // Ollama answered a moment ago: no head start needed (and no task hop on the hot path).
+    // Ollama answered a moment ago: no head start needed (and no task hop).
     if backend.driver.heard_recently() {
-        return Either::Left(attempt.map(Raced::Ready));
+        return Either::Left(Box::pin(attempt.map(Raced::Ready)));
     }
     // Each attempt that outlives its head start holds a connection to Ollama: while Ollama does
     // not answer them, clients must not pile up more.
