@@ -59,9 +59,12 @@ impl Watch {
 
     /// Bytes acknowledged once all written so far are, read before a request goes out: a stall
     /// later tells from it whether any of the request was acknowledged (a count, not a `TCP_INFO`
-    /// read per request).
+    /// read per request; read now only if the connection's first reading failed).
     pub(crate) fn acked_bytes(&self) -> Option<u64> {
-        self.0.upgrade()?.all_acked()
+        let socket = self.0.upgrade()?;
+        socket
+            .all_acked()
+            .or_else(|| read_tcp_info(&socket.stream).ok().map(|a| a.bytes_acked))
     }
 
     /// Resolves once data sent on this connection has waited `limit` for an acknowledgement
