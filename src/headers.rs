@@ -69,10 +69,9 @@ pub fn host_value(authority: &str) -> Option<HeaderValue> {
 /// from [`host_value`]).
 pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
     // One look at the names says which removals and look-ups are needed: most requests carry
-    // none of these fields.
-    let (mut hop, mut expect, mut forwarded_for, mut forwarded_host) = (false, false, false, false);
+    // none of these fields (`strip_hop_by_hop` looks for its own).
+    let (mut expect, mut forwarded_for, mut forwarded_host) = (false, false, false);
     for name in headers.keys() {
-        hop |= hop_by_hop().contains(&name);
         expect |= name == header::EXPECT;
         forwarded_for |= name == X_FORWARDED_FOR;
         forwarded_host |= name == X_FORWARDED_HOST;
@@ -81,9 +80,7 @@ pub fn upstream_request(headers: &mut HeaderMap, client: IpAddr, host: Option<&H
     headers.reserve(4);
     // Taken before the hop-by-hop fields go: a client may name `Host` in `Connection`.
     let client_host = headers.get(header::HOST).cloned();
-    if hop {
-        strip_hop_by_hop(headers);
-    }
+    strip_hop_by_hop(headers);
     if expect {
         headers.remove(header::EXPECT);
     }

@@ -61,10 +61,10 @@ impl Watch {
     /// later tells from it whether any of the request was acknowledged (a count, not a `TCP_INFO`
     /// read per request; read now only if the connection's first reading failed).
     pub(crate) fn acked_bytes(&self) -> Option<u64> {
-        let socket = self.0.upgrade()?;
-        socket
+        self.0
+            .upgrade()?
             .all_acked()
-            .or_else(|| read_tcp_info(&socket.stream).ok().map(|a| a.bytes_acked))
+            .or_else(|| self.acks().map(|a| a.bytes_acked))
     }
 
     /// Resolves once data sent on this connection has waited `limit` for an acknowledgement
