@@ -29,6 +29,7 @@ pub mod netinfo;
 pub(crate) mod outbound;
 pub(crate) mod proxy;
 pub(crate) mod request;
+pub(crate) mod resolve;
 pub(crate) mod rfc3339;
 pub(crate) mod routed;
 pub(crate) mod routes;

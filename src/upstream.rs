@@ -15,6 +15,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::acked::{Shared, Ticker, Watch};
 use crate::config::Upstream;
+use crate::resolve::Resolver;
 
 /// Pooled connections idle longer than this are not trusted: the host may have gone to sleep.
 const POOL_IDLE: Duration = Duration::from_secs(3);
@@ -91,8 +92,8 @@ pub struct Client {
     /// The clock of the watches on unacknowledged bytes.
     ticker: Arc<Ticker>,
     idle: IdlePool,
-    /// The addresses Ollama's name last resolved to.
-    resolved: Mutex<Vec<SocketAddr>>,
+    /// Where new connections go.
+    resolver: Resolver,
     /// The address the last new connection was made to (for "Learning the MAC").
     peer: Mutex<Option<SocketAddr>>,
 }
@@ -100,11 +101,11 @@ pub struct Client {
 impl Client {
     pub fn new(upstream: Upstream, connect_timeout: Duration) -> Self {
         Client {
+            resolver: Resolver::new(&upstream.host, upstream.port),
             upstream,
             connect_timeout,
             ticker: Ticker::new(connect_timeout),
             idle: Arc::new(Mutex::new(VecDeque::new())),
-            resolved: Mutex::new(Vec::new()),
             peer: Mutex::new(None),
         }
     }
@@ -199,10 +200,8 @@ impl Client {
 
     /// A new connection, never from the pool.
     pub async fn connect(&self) -> Result<Conn, ConnectError> {
-        // IPv6 hosts keep their brackets: "[fd00::5]:11434".
-        let target = format!("{}:{}", self.upstream.host, self.upstream.port);
-        let addrs = self.resolve(&target).await?;
-        let mut last = ConnectError::Resolve(target, "no addresses".into());
+        let addrs = self.resolver.addrs().await?;
+        let mut last = ConnectError::Resolve(self.resolver.target().into(), "no addresses".into());
         for addr in addrs {
             match tokio::time::timeout(self.connect_timeout, self.connect_addr(addr)).await {
                 Ok(Ok(stream)) => {
@@ -220,36 +219,6 @@ impl Client {
             }
         }
         Err(last)
-    }
-
-    /// Ollama's addresses. A lookup that fails after an earlier one succeeded uses that one's
-    /// answer: looking a name up needs descriptors too (/etc/hosts, a DNS socket), and a resolver
-    /// short of them says "not known"; a sleeping desktop that serves its own name says nothing.
-    async fn resolve(&self, target: &str) -> Result<Vec<SocketAddr>, ConnectError> {
-        match tokio::net::lookup_host(target).await {
-            Ok(found) => {
-                let addrs: Vec<SocketAddr> = found.collect();
-                if !addrs.is_empty() {
-                    *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = addrs.clone();
-                }
-                Ok(addrs)
-            }
-            Err(e) => {
-                let known = self
-                    .resolved
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                if !known.is_empty() {
-                    tracing::debug!(error = %e, "lookup failed; using the addresses found before");
-                    return Ok(known);
-                }
-                Err(match local_shortage(&e).or_else(out_of_descriptors) {
-                    Some(resource) => ConnectError::Local(resource),
-                    None => ConnectError::Resolve(target.to_string(), e.to_string()),
-                })
-            }
-        }
     }
 
     async fn connect_addr(&self, addr: SocketAddr) -> io::Result<TcpStream> {
@@ -361,7 +330,7 @@ pub fn local_shortage(e: &io::Error) -> Option<&'static str> {
 
 /// Whether this process can open no more descriptors right now (tried with a socket, closed at
 /// once): after a failure whose error does not say why.
-fn out_of_descriptors() -> Option<&'static str> {
+pub(crate) fn out_of_descriptors() -> Option<&'static str> {
     let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None);
     probe.err().and_then(|e| local_shortage(&e))
 }

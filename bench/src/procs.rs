@@ -156,8 +156,16 @@ impl Fake {
         })
     }
 
+    /// Its URL; with `BENCH_OLLAMA_HOST=name` (a name for 127.0.0.1, e.g. `localhost`) the proxy
+    /// is pointed at it by that name, as at a desktop named by host name.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match std::env::var("BENCH_OLLAMA_HOST") {
+            Ok(name) if !name.is_empty() => {
+                let port = self.addr.rsplit(':').next().unwrap_or_default();
+                format!("http://{name}:{port}")
+            }
+            _ => format!("http://{}", self.addr),
+        }
     }
 
     pub fn pid(&self) -> u32 {
