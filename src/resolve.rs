@@ -23,9 +23,9 @@ struct Found {
 }
 
 impl Found {
-    /// The addresses, if looked up less than [`LOOKUP_FRESH`] before `now`.
-    fn fresh(&self, now: Instant) -> Option<&[SocketAddr]> {
-        (now.saturating_duration_since(self.at) < LOOKUP_FRESH).then_some(self.addrs.as_slice())
+    /// Looked up less than [`LOOKUP_FRESH`] before `now`.
+    fn is_fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) < LOOKUP_FRESH
     }
 }
 
@@ -81,10 +81,10 @@ impl Resolver {
         F: FnOnce(String) -> Fut,
         Fut: Future<Output = io::Result<Vec<SocketAddr>>>,
     {
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(addrs) = last.as_ref().and_then(|f| f.fresh(now)) {
-            return Ok(addrs.to_vec());
-        }
+        let last = match self.last.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(found) if found.is_fresh(now) => return Ok(found.addrs),
+            last => last,
+        };
         match lookup(self.target.clone()).await {
             Ok(addrs) => {
                 if !addrs.is_empty() {
