@@ -223,12 +223,13 @@ pub struct DoctorArgs {
 /// Options of `wake`.
 #[derive(Debug, Clone, Args)]
 pub struct WakeCmdArgs {
-    /// How to wake the host.
+    /// The settings of `serve`: how to wake the machine and where its Ollama is (with
+    /// `--config`, the machine's `[[backend]]` table).
     #[command(flatten)]
-    pub wake: WakeArgs,
-    /// Where Ollama is and how long to wait for it.
-    #[command(flatten)]
-    pub ollama: OllamaArgs,
+    pub serve: ServeArgs,
+    /// The machine to wake (a `[[backend]]` name of the configuration file); needed with several.
+    #[arg(long)]
+    pub backend: Option<String>,
     /// After waking, poll Ollama until it answers (up to the wake timeout).
     #[arg(long)]
     pub wait: bool,

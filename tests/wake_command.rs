@@ -356,3 +356,99 @@ async fn health_command() {
     let out = run(&["health", "--url", &format!("http://{addr}/health")], &[]).await;
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// `wake --config`: the `[[backend]]` named is woken with its own settings (its MAC, its
+/// broadcast address and port), the other machine gets nothing; a name is needed with several
+/// machines, must exist, and needs the file; an always-on machine is never woken.
+#[tokio::test]
+async fn wake_with_a_configuration_file_wakes_the_backend_named() {
+    let desk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = |s: &UdpSocket| s.local_addr().unwrap().port();
+    let toml = format!(
+        r#"
+[[backend]]
+name = "desk"
+url = "http://127.0.0.1:9"
+mac = "02:00:00:00:00:0a"
+broadcast = "127.0.0.1"
+wol_port = {}
+
+[[backend]]
+name = "other"
+url = "http://127.0.0.2:9"
+mac = "02:00:00:00:00:0b"
+broadcast = "127.0.0.1"
+wol_port = {}
+
+[[backend]]
+name = "always"
+url = "http://127.0.0.3:9"
+always_on = true
+"#,
+        port(&desk),
+        port(&other)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let file = path.to_str().unwrap();
+
+    // The command has exited: every packet it sent is waiting in the sockets.
+    let out = run(&["wake", "--config", file, "--backend", "desk"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("waking desk"), "{}", text(&out));
+    assert_only(&desk, &expected_packet([2, 0, 0, 0, 0, 0x0a], None));
+    assert!(drain(&other).is_empty(), "the other machine was woken");
+    // The file through the environment, as `serve` reads it.
+    let out = run(&["wake", "--backend", "other"], &[("CONFIG", file)]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_only(&other, &expected_packet([2, 0, 0, 0, 0, 0x0b], None));
+    assert!(drain(&desk).is_empty(), "the first machine was woken again");
+
+    let refused: [(&[&str], &str); 4] = [
+        (
+            &["wake", "--config", file],
+            "--backend (desk, other, always)",
+        ),
+        (
+            &["wake", "--config", file, "--backend", "nope"],
+            "no such backend",
+        ),
+        (
+            &["wake", "--config", file, "--backend", "always"],
+            "always on",
+        ),
+        (
+            &["wake", "--backend", "desk", "--mac", "02:00:00:00:00:0a"],
+            "--config",
+        ),
+    ];
+    for (argv, says) in refused {
+        let out = run(argv, &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{argv:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{argv:?}: {err}");
+    }
+    for sock in [&desk, &other] {
+        assert!(drain(sock).is_empty(), "a refused wake sent a packet");
+    }
+}
+
+/// Every datagram waiting in `sock`, without waiting for more.
+fn drain(sock: &UdpSocket) -> Vec<Vec<u8>> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 1500];
+    while let Ok(n) = sock.try_recv(&mut buf) {
+        all.push(buf[..n].to_vec());
+    }
+    all
+}
+
+/// `sock` received at least one datagram, each of them `packet` (a wake repeats its packet).
+fn assert_only(sock: &UdpSocket, packet: &[u8]) {
+    let got = drain(sock);
+    assert!(!got.is_empty(), "no packet");
+    assert!(got.iter().all(|p| p == packet), "{got:?}");
+}

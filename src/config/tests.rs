@@ -206,12 +206,12 @@ fn the_wake_command_checks_its_settings_too() {
     };
     let w = parse(&["--wol-port", "0", "--mac", "aa:bb:cc:dd:ee:ff"]);
     assert_eq!(
-        WakeConfig::from_args(&w.wake).unwrap_err().flag,
+        WakeConfig::from_args(&w.serve.wake).unwrap_err().flag,
         "--wol-port"
     );
     let w = parse(&["--wake-timeout", "0"]);
     assert_eq!(
-        OllamaConfig::from_args(&w.ollama).unwrap_err().flag,
+        OllamaConfig::from_args(&w.serve.ollama).unwrap_err().flag,
         "--wake-timeout"
     );
 }
