@@ -140,6 +140,28 @@ impl UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// The next frame of `inner`, the connection driven by this poll: what it has read is passed on
+    /// at once, and what arrived together comes out in one poll (the connection has no task of
+    /// its own: see `upstream::Driven`).
+    fn next_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        // Asked for more above: the connection reads it now, if it is there.
+        match self.lease.as_mut() {
+            Some(lease) => {
+                lease.drive(cx);
+                Pin::new(&mut self.inner).poll_frame(cx)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -149,7 +171,7 @@ impl http_body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        match this.next_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.deadline = Instant::now() + this.silence;
                 if let (Some(data), Some(capture)) = (frame.data_ref(), this.capture.as_mut()) {

@@ -263,7 +263,7 @@ pub async fn forward(
             }
         };
         // A released request is on its way once its connection wrote it: the next one cannot
-        // overtake it on another worker's connection (see "Holding and replay").
+        // overtake it on another connection (see "Holding and replay").
         let mut ack = ack.map(|tx| Ack::new(tx, conn.watch().clone()));
         let (req, progress) = out.request();
         let (limit, option) = timeouts.headers(out.patience);

@@ -2,25 +2,28 @@
 //! keep-alive pool (see "Backend state" and "Asleep under a connection" in docs/behaviour.md).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::Context;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
+
+mod driven;
 
 use crate::acked::{Shared, Ticker, Watch};
 use crate::config::Upstream;
 use crate::resolve::Resolver;
+pub use driven::Driven;
 
 /// Pooled connections idle longer than this are not trusted: the host may have gone to sleep.
 const POOL_IDLE: Duration = Duration::from_secs(3);
-/// How long a pooled connection may take to become ready after its last response.
-const READY_WAIT: Duration = Duration::from_millis(50);
 /// At most this many idle connections are kept.
 const POOL_MAX: usize = 1024;
 /// The kernel's own limit on unacknowledged data, a backstop behind the watch of "Asleep under a
@@ -29,7 +32,7 @@ const POOL_MAX: usize = 1024;
 const USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An idle connection, the watch on its socket, and when it became idle.
-type Idle = (SendRequest<Body>, Watch, Instant);
+type Idle = (Driven, Watch, Instant);
 type IdlePool = Arc<Mutex<VecDeque<Idle>>>;
 
 /// Why no connection to Ollama could be made; every variant but [`ConnectError::Local`] means
@@ -73,7 +76,7 @@ pub enum SendFailure {
 
 /// A connection ready for one request.
 pub struct Conn {
-    sender: SendRequest<Body>,
+    driven: Driven,
     watch: Watch,
     reused: bool,
 }
@@ -119,13 +122,9 @@ impl Client {
         *self.peer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An idle connection that is young enough and not closed: the most recent one that is ready
-    /// now, else the most recent one (which may need a moment to become ready). The common case
-    /// (the newest is ready) touches only the ends of the pool; closed connections deeper in it are
-    /// never handed out, and the reaper drops them.
-    fn pop_idle(&self) -> Option<(SendRequest<Body>, Watch)> {
+    /// The newest idle connection that is young enough (expired ones, at the front, are dropped).
+    fn pop_idle(&self) -> Option<(Driven, Watch)> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Oldest first: expired connections are at the front.
         let now = Instant::now();
         while idle
             .front()
@@ -133,31 +132,16 @@ impl Client {
         {
             idle.pop_front();
         }
-        while idle.back().is_some_and(|(sender, _, _)| sender.is_closed()) {
-            idle.pop_back();
-        }
-        let newest_ready = idle.back().is_some_and(|(sender, _, _)| sender.is_ready());
-        let (sender, watch, _) = if newest_ready {
-            idle.pop_back()?
-        } else {
-            // The newest is not ready yet: a ready one further in, else the newest.
-            idle.retain(|(sender, _, _)| !sender.is_closed());
-            let ready = idle.iter().rposition(|(sender, _, _)| sender.is_ready());
-            match ready {
-                Some(i) => idle.remove(i)?,
-                None => idle.pop_back()?,
-            }
-        };
-        Some((sender, watch))
+        idle.pop_back().map(|(driven, watch, _)| (driven, watch))
     }
 
-    /// Closes pooled connections that are too old to be used or already closed, so that idle
+    /// Closes pooled connections that are too old to be used or that Ollama closed, so that idle
     /// sockets do not hold file descriptors.
     pub(crate) fn reap_idle(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        idle.retain(|(sender, _, since)| {
-            now.saturating_duration_since(*since) < POOL_IDLE && !sender.is_closed()
+        idle.retain_mut(|(driven, _, since)| {
+            now.saturating_duration_since(*since) < POOL_IDLE && driven.poll_idle()
         });
     }
 
@@ -177,19 +161,12 @@ impl Client {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// A pooled connection younger than the idle limit, or a new one.
+    /// A pooled connection younger than the idle limit, open and ready, or a new one.
     pub async fn checkout(&self) -> Result<Conn, ConnectError> {
-        while let Some((mut sender, watch)) = self.pop_idle() {
-            // A connection comes back as soon as its response body ended; hyper may need a moment
-            // more to be ready for the next request.
-            let ready = sender.is_ready()
-                || matches!(
-                    tokio::time::timeout(READY_WAIT, sender.ready()).await,
-                    Ok(Ok(()))
-                );
-            if ready {
+        while let Some((mut driven, watch)) = self.pop_idle() {
+            if driven.poll_idle() {
                 return Ok(Conn {
-                    sender,
+                    driven,
                     watch,
                     reused: true,
                 });
@@ -238,13 +215,11 @@ impl Client {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError::Io(addr, e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
         Ok(Conn {
-            sender,
+            driven: Driven {
+                sender,
+                conn: Some(Box::pin(conn)),
+            },
             watch,
             reused: false,
         })
@@ -253,8 +228,9 @@ impl Client {
     /// Sends `req` on `conn`. The [`Lease`] returns the connection to the pool once the response
     /// body has been read to the end; dropped before that, the connection is closed. Bytes that
     /// wait CONNECT_TIMEOUT for an acknowledgement end the connection as [`SendFailure::Unacked`].
-    /// The request is handed to the connection's task when this is called; the future only waits
-    /// for the answer (and so does not keep the request in its state).
+    /// The request is handed to the connection when this is called; the future drives the
+    /// connection (writes the request, reads the answer's head) and does not keep the request in
+    /// its state.
     pub fn send(
         &self,
         conn: Conn,
@@ -263,7 +239,7 @@ impl Client {
            + Send
            + '_ {
         let Conn {
-            mut sender,
+            mut driven,
             watch,
             reused,
         } = conn;
@@ -272,10 +248,16 @@ impl Client {
             hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
         );
         let before = watch.acked_bytes();
-        let response = sender.send_request(req);
+        let response = driven.sender.send_request(req);
         async move {
+            let mut response = std::pin::pin!(response);
+            // The connection is driven here until the answer's head came (see [`Driven`]).
+            let driving = std::future::poll_fn(|cx| {
+                driven.drive(cx);
+                response.as_mut().poll(cx)
+            });
             let answer = tokio::select! {
-                answer = response => answer,
+                answer = driving => answer,
                 acks = watch.stalled(&self.ticker, before.unwrap_or_default()) => {
                     watch.abort();
                     let why = format!("sent bytes unacknowledged: {acks}");
@@ -289,7 +271,7 @@ impl Client {
                 Ok(resp) => Ok((
                     resp,
                     Lease {
-                        sender,
+                        driven,
                         watch,
                         pool: Arc::clone(&self.idle),
                     },
@@ -300,19 +282,27 @@ impl Client {
     }
 }
 
-/// A connection lent to one response.
+/// A connection lent to one response; its reader drives it ([`Lease::drive`]).
 pub struct Lease {
-    sender: SendRequest<Body>,
+    driven: Driven,
     watch: Watch,
     pool: IdlePool,
 }
 
 impl Lease {
+    /// Lets the connection read more of the answer (see [`Driven`]).
+    pub fn drive(&mut self, cx: &mut Context<'_>) {
+        self.driven.drive(cx);
+    }
+
     /// The response was read to the end: the connection may serve another request.
     pub fn give_back(self) {
+        if self.driven.conn.is_none() {
+            return; // Ollama closed it (Connection: close)
+        }
         let mut idle = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < POOL_MAX {
-            idle.push_back((self.sender, self.watch, Instant::now()));
+            idle.push_back((self.driven, self.watch, Instant::now()));
         }
     }
 }
@@ -377,3 +367,6 @@ fn io_source(err: &hyper::Error) -> Option<&io::Error> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests;
