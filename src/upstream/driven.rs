@@ -48,6 +48,11 @@ impl Driven {
     /// and ready for a request.
     pub(super) fn poll_idle(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        self.drive(&mut cx) && self.sender.is_ready()
+        // Outside the task's budget of tokio resources: a task that used it up would otherwise
+        // not see a close waiting in the socket.
+        let once =
+            tokio::task::unconstrained(std::future::poll_fn(|cx| Poll::Ready(self.drive(cx))));
+        let open = matches!(std::pin::pin!(once).poll(&mut cx), Poll::Ready(true));
+        open && self.sender.is_ready()
     }
 }

@@ -138,11 +138,17 @@ impl Client {
     /// Closes pooled connections that are too old to be used or that Ollama closed, so that idle
     /// sockets do not hold file descriptors.
     pub(crate) fn reap_idle(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked at outside the lock (a look may read and close sockets); those that stay go back
+        // in front of any given back meanwhile, which are younger.
+        let mut taken = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
         let now = Instant::now();
-        idle.retain_mut(|(driven, _, since)| {
+        taken.retain_mut(|(driven, _, since)| {
             now.saturating_duration_since(*since) < POOL_IDLE && driven.poll_idle()
         });
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = std::mem::replace(&mut *idle, taken);
+        idle.extend(newer);
+        idle.truncate(POOL_MAX);
     }
 
     /// Closes the pool's expired connections every [`POOL_IDLE`] until `stop`.
@@ -247,6 +253,7 @@ impl Client {
             *req.method(),
             hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
         );
+        let with_body = !http_body::Body::is_end_stream(req.body());
         let before = watch.acked_bytes();
         let response = driven.sender.send_request(req);
         async move {
@@ -274,6 +281,7 @@ impl Client {
                         driven,
                         watch,
                         pool: Arc::clone(&self.idle),
+                        with_body,
                     },
                 )),
                 Err(e) => Err(classify(&e, reused, idempotent)),
@@ -287,6 +295,9 @@ pub struct Lease {
     driven: Driven,
     watch: Watch,
     pool: IdlePool,
+    /// The request had a body: it may still be going out when the answer ended (Ollama answered
+    /// early), and nobody would send the rest from the pool.
+    with_body: bool,
 }
 
 impl Lease {
@@ -296,9 +307,13 @@ impl Lease {
     }
 
     /// The response was read to the end: the connection may serve another request.
-    pub fn give_back(self) {
+    pub fn give_back(mut self) {
         if self.driven.conn.is_none() {
             return; // Ollama closed it (Connection: close)
+        }
+        // Ready only once the request's body is all out too; one that is not is closed.
+        if self.with_body && !self.driven.poll_idle() {
+            return;
         }
         let mut idle = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < POOL_MAX {

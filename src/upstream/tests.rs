@@ -126,3 +126,47 @@ async fn a_pooled_connection_that_ollama_closed_is_not_handed_out() {
         .unwrap();
     drop(accepted);
 }
+
+#[tokio::test]
+async fn a_connection_still_sending_its_request_body_is_closed_not_pooled() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        // Answers at once without reading the body, then waits for the connection to end.
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_head(&mut stream).await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    let client = client_for(port);
+    let (more, body) = crate::outbound::channel_body(1);
+    more.send(Ok(bytes::Bytes::from_static(b"part")))
+        .await
+        .unwrap();
+    let req = hyper::Request::post("/api/blobs/x")
+        .header("content-length", "1000")
+        .body(body)
+        .unwrap();
+    let conn = client.connect().await.unwrap();
+    let (resp, lease) = client.send(conn, req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The answer is empty: its body ends at once and gives the connection back, which closes it
+    // (in the pool nobody would send the rest of the request).
+    let body = UpstreamBody::new(resp.into_body(), lease, Duration::from_secs(5), 0, None);
+    assert!(body.is_end_stream());
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the connection stayed open with its request half sent")
+        .unwrap();
+    assert!(client.idle.lock().unwrap().is_empty());
+    drop((body, more));
+}
