@@ -148,17 +148,18 @@ impl UpstreamBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
-        }
-        // Asked for more above: the connection reads it now, if it is there.
-        match self.lease.as_mut() {
-            Some(lease) => {
-                lease.drive(cx);
-                Pin::new(&mut self.inner).poll_frame(cx)
+        let inner = &mut self.inner;
+        let Some(lease) = self.lease.as_mut() else {
+            return Pin::new(inner).poll_frame(cx);
+        };
+        lease.poll_with(cx, |driven, cx| {
+            if let Poll::Ready(frame) = Pin::new(&mut *inner).poll_frame(cx) {
+                return Poll::Ready(frame);
             }
-            None => Poll::Pending,
-        }
+            // Asked for more above: the connection reads it now, if it is there.
+            driven.drive(cx);
+            Pin::new(&mut *inner).poll_frame(cx)
+        })
     }
 }
 

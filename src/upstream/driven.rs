@@ -3,12 +3,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
+use super::quiet::Quiet;
 use crate::acked::Shared;
 
 /// hyper's side of one connection: it reads and writes only while polled, and it is polled by
@@ -24,9 +26,31 @@ pub struct Driven {
     /// `None` once it ended (closed by either side, or failed). Boxed: the connection's state is
     /// large, and this moves with every request (pool, request, lease, body).
     pub(super) conn: Option<Pin<Box<Connection>>>,
+    /// The waker it is driven with (see [`Quiet`]).
+    quiet: Arc<Quiet>,
 }
 
 impl Driven {
+    pub(super) fn new(sender: SendRequest<Body>, conn: Connection) -> Self {
+        Driven {
+            sender,
+            conn: Some(Box::pin(conn)),
+            quiet: Quiet::new(),
+        }
+    }
+
+    /// Drives the connection and polls `f` (which reads what it delivered) in one go: wakes the
+    /// connection makes for `f`, or `f` for the connection, during it do not reschedule the task
+    /// (see [`Quiet`]).
+    pub fn poll_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&mut Self, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let quiet = Arc::clone(&self.quiet);
+        quiet.poll(cx, |qcx| f(self, qcx))
+    }
+
     /// Lets hyper read and write what it can; `true` while the connection is open.
     pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(conn) = self.conn.as_mut() else {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::task::Context;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
 mod driven;
+mod quiet;
 
 use crate::acked::{Shared, Ticker, Watch};
 use crate::config::Upstream;
@@ -222,10 +223,7 @@ impl Client {
             .await
             .map_err(|e| ConnectError::Io(addr, e.to_string()))?;
         Ok(Conn {
-            driven: Driven {
-                sender,
-                conn: Some(Box::pin(conn)),
-            },
+            driven: Driven::new(sender, conn),
             watch,
             reused: false,
         })
@@ -260,8 +258,10 @@ impl Client {
             let mut response = std::pin::pin!(response);
             // The connection is driven here until the answer's head came (see [`Driven`]).
             let driving = std::future::poll_fn(|cx| {
-                driven.drive(cx);
-                response.as_mut().poll(cx)
+                driven.poll_with(cx, |driven, cx| {
+                    driven.drive(cx);
+                    response.as_mut().poll(cx)
+                })
             });
             let answer = tokio::select! {
                 answer = driving => answer,
@@ -301,9 +301,13 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Lets the connection read more of the answer (see [`Driven`]).
-    pub fn drive(&mut self, cx: &mut Context<'_>) {
-        self.driven.drive(cx);
+    /// Drives the connection and polls `f` in one go (see [`Driven::poll_with`]).
+    pub fn poll_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        f: impl FnMut(&mut Driven, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        self.driven.poll_with(cx, f)
     }
 
     /// The response was read to the end: the connection may serve another request.
