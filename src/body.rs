@@ -138,9 +138,7 @@ impl UpstreamBody {
             on_end(self.capture.take().map(Capture::finish));
         }
     }
-}
 
-impl UpstreamBody {
     /// The next frame of `inner`, the connection driven by this poll: what it has read is passed on
     /// at once, and what arrived together comes out in one poll (the connection has no task of
     /// its own: see `upstream::Driven`).

@@ -119,6 +119,12 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A resolver for `desktop.lan:11434`, a count of its lookups, and the time they start at.
+    fn desktop() -> (Resolver, AtomicUsize, Instant) {
+        let r = Resolver::new("desktop.lan", 11434);
+        (r, AtomicUsize::new(0), Instant::now())
+    }
+
     /// A lookup answering `answer`, counted in `calls`.
     fn counting(
         calls: &AtomicUsize,
@@ -133,9 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_is_looked_up_once_per_lookup_fresh() {
-        let r = Resolver::new("desktop.lan", 11434);
-        let calls = AtomicUsize::new(0);
-        let t0 = Instant::now();
+        let (r, calls, t0) = desktop();
         let a = vec![addr("192.168.1.20:11434")];
         let got = r.addrs_via(t0, counting(&calls, Ok(a.clone()))).await;
         assert_eq!(got.unwrap(), a);
@@ -154,9 +158,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_lookup_uses_the_last_answer_however_old() {
-        let r = Resolver::new("desktop.lan", 11434);
-        let calls = AtomicUsize::new(0);
-        let t0 = Instant::now();
+        let (r, calls, t0) = desktop();
         let a = vec![addr("192.168.1.20:11434")];
         r.addrs_via(t0, counting(&calls, Ok(a.clone())))
             .await
@@ -170,9 +172,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_never_found_is_a_resolve_error_and_nothing_is_kept() {
-        let r = Resolver::new("desktop.lan", 11434);
-        let calls = AtomicUsize::new(0);
-        let t0 = Instant::now();
+        let (r, calls, t0) = desktop();
         let failed = Err(io::Error::other("not known"));
         let got = r.addrs_via(t0, counting(&calls, failed)).await;
         assert!(matches!(got, Err(ConnectError::Resolve(t, _)) if t == "desktop.lan:11434"));

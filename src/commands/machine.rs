@@ -9,6 +9,7 @@ use super::{fatal, http_client, usage_error, EXIT_USAGE};
 use crate::cli::{SleepCmdArgs, WakeCmdArgs};
 use crate::config::{BackendConfig, Config, OllamaConfig, WakeConfig};
 use crate::sleep::Sleeper;
+use crate::upstream::ConnectError;
 use crate::wake::Waker;
 
 /// `ollama-proxy wake`: one wake of one machine with every method configured for it; with `--wait`,
@@ -98,33 +99,23 @@ fn target(args: &WakeCmdArgs) -> Result<(Option<String>, WakeConfig, OllamaConfi
 
 async fn wait_for_ollama(client: &reqwest::Client, ollama: &OllamaConfig) -> ExitCode {
     let url = ollama.upstream.url("/api/version");
-    let start = Instant::now();
-    let mut last_report = Duration::ZERO;
     tell!(
         "waiting up to {} for Ollama at {url}",
         humantime::format_duration(ollama.wake_timeout)
     );
-    while start.elapsed() < ollama.wake_timeout {
-        let attempt = Instant::now();
-        if let Ok(resp) = client.get(&url).send().await {
-            if resp.status().is_success() {
-                let body = resp.text().await.unwrap_or_default();
-                tell!(
-                    "Ollama answered after {:.1}s: {}",
-                    start.elapsed().as_secs_f64(),
-                    body.trim()
-                );
-                return ExitCode::SUCCESS;
-            }
-        }
-        let elapsed = start.elapsed();
-        if elapsed - last_report >= Duration::from_secs(5) {
-            last_report = elapsed;
-            tell!("  still waiting… {}s", elapsed.as_secs());
-        }
-        let pause = Duration::from_millis(500).saturating_sub(attempt.elapsed());
-        let left = ollama.wake_timeout.saturating_sub(start.elapsed());
-        tokio::time::sleep(pause.min(left)).await;
+    let answered = every_half_second(ollama.wake_timeout, "still waiting", || async {
+        let resp = client.get(&url).send().await.ok()?;
+        let ok = resp.status().is_success();
+        ok.then_some(resp.text().await.unwrap_or_default())
+    })
+    .await;
+    if let Some((body, after)) = answered {
+        tell!(
+            "Ollama answered after {:.1}s: {}",
+            after.as_secs_f64(),
+            body.trim()
+        );
+        return ExitCode::SUCCESS;
     }
     tell_err!(
         "ollama-proxy: Ollama did not answer within {} (WAKE_TIMEOUT)",
@@ -201,33 +192,22 @@ pub async fn sleep(args: SleepCmdArgs) -> ExitCode {
 /// `limit` passed.
 async fn wait_for_silence(ollama: &OllamaConfig, limit: Duration) -> ExitCode {
     let client = crate::upstream::Client::new(ollama.upstream.clone(), ollama.connect_timeout);
-    let start = Instant::now();
-    let mut last_report = Duration::ZERO;
     tell!(
         "waiting up to {} for {} to go silent",
         humantime::format_duration(limit),
         ollama.upstream.authority
     );
-    while start.elapsed() < limit {
-        let attempt = Instant::now();
-        let silent = match client.connect().await {
-            Ok(_) => false,
-            Err(
-                crate::upstream::ConnectError::Refused(_) | crate::upstream::ConnectError::Local(_),
-            ) => false,
-            Err(_) => true,
-        };
-        if silent {
-            tell!("silent after {:.1}s", start.elapsed().as_secs_f64());
-            return ExitCode::SUCCESS;
-        }
-        let elapsed = start.elapsed();
-        if elapsed - last_report >= Duration::from_secs(5) {
-            last_report = elapsed;
-            tell!("  still answering… {}s", elapsed.as_secs());
-        }
-        let pause = Duration::from_millis(500).saturating_sub(attempt.elapsed());
-        tokio::time::sleep(pause.min(limit.saturating_sub(start.elapsed()))).await;
+    let silent = every_half_second(limit, "still answering", || async {
+        let answered = matches!(
+            client.connect().await,
+            Ok(_) | Err(ConnectError::Refused(_) | ConnectError::Local(_))
+        );
+        (!answered).then_some(())
+    })
+    .await;
+    if let Some(((), after)) = silent {
+        tell!("silent after {:.1}s", after.as_secs_f64());
+        return ExitCode::SUCCESS;
     }
     fatal(format_args!(
         "{} still answered {} after the sleep (SLEEP_CONFIRM)",
@@ -235,6 +215,31 @@ async fn wait_for_silence(ollama: &OllamaConfig, limit: Duration) -> ExitCode {
         humantime::format_duration(limit)
     ));
     ExitCode::FAILURE
+}
+
+/// Runs `attempt` every half second until it gives an answer or `limit` passed, saying `still`
+/// (with the seconds so far) every 5 s: the answer, and how long it took.
+async fn every_half_second<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    still: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Option<(T, Duration)> {
+    let start = Instant::now();
+    let mut last_report = Duration::ZERO;
+    while start.elapsed() < limit {
+        let tried = Instant::now();
+        if let Some(answer) = attempt().await {
+            return Some((answer, start.elapsed()));
+        }
+        let elapsed = start.elapsed();
+        if elapsed - last_report >= Duration::from_secs(5) {
+            last_report = elapsed;
+            tell!("  {still}… {}s", elapsed.as_secs());
+        }
+        let pause = Duration::from_millis(500).saturating_sub(tried.elapsed());
+        tokio::time::sleep(pause.min(limit.saturating_sub(start.elapsed()))).await;
+    }
+    None
 }
 
 /// Prints what each method did; `false`, said on stderr, when every `what` method failed.

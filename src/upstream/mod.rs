@@ -290,7 +290,7 @@ impl Client {
     }
 }
 
-/// A connection lent to one response; its reader drives it ([`Lease::drive`]).
+/// A connection lent to one response; its reader drives it ([`Lease::poll_with`]).
 pub struct Lease {
     driven: Driven,
     watch: Watch,

@@ -30,15 +30,25 @@ async fn read_head(stream: &mut tokio::net::TcpStream) {
     }
 }
 
-/// A client for the server on `port` of this machine.
-fn client_for(port: u16) -> Client {
+/// A listener for a fake Ollama on this machine, and a client for it.
+async fn listen() -> (TcpListener, Client) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
     let upstream = Upstream {
         host: "127.0.0.1".into(),
         port,
         authority: format!("127.0.0.1:{port}"),
         prefix: String::new(),
     };
-    Client::new(upstream, Duration::from_secs(2))
+    (listener, Client::new(upstream, Duration::from_secs(2)))
+}
+
+/// The fake Ollama's side of the next connection: one request head read, `answer` written.
+async fn answer_next(listener: &TcpListener, answer: &[u8]) -> tokio::net::TcpStream {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    read_head(&mut stream).await;
+    stream.write_all(answer).await.unwrap();
+    stream
 }
 
 fn get() -> hyper::Request<Body> {
@@ -49,20 +59,16 @@ fn get() -> hyper::Request<Body> {
 
 #[tokio::test]
 async fn what_arrived_together_is_read_without_waiting_and_the_connection_is_pooled() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, client) = listen().await;
     let (answered_tx, answered) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        read_head(&mut stream).await;
-        stream.write_all(ANSWER).await.unwrap();
+        let mut stream = answer_next(&listener, ANSWER).await;
         answered_tx.send(()).unwrap();
         // The second request comes on the same connection.
         read_head(&mut stream).await;
         stream.write_all(ANSWER).await.unwrap();
         stream
     });
-    let client = client_for(port);
     let conn = client.connect().await.unwrap();
     let (resp, lease) = client.send(conn, get()).await.unwrap();
     answered.await.unwrap();
@@ -89,16 +95,11 @@ async fn what_arrived_together_is_read_without_waiting_and_the_connection_is_poo
 
 #[tokio::test]
 async fn a_pooled_connection_that_ollama_closed_is_not_handed_out() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, client) = listen().await;
     let (closed_tx, closed) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        read_head(&mut stream).await;
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .await
-            .unwrap();
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let mut stream = answer_next(&listener, ok).await;
         // Ollama closes the idle connection; a second one is accepted.
         let mut buf = [0u8; 64];
         let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
@@ -106,7 +107,6 @@ async fn a_pooled_connection_that_ollama_closed_is_not_handed_out() {
         closed_tx.send(()).unwrap();
         listener.accept().await.unwrap().0
     });
-    let client = client_for(port);
     let conn = client.connect().await.unwrap();
     let (resp, lease) = client.send(conn, get()).await.unwrap();
     let body = UpstreamBody::new(resp.into_body(), lease, Duration::from_secs(5), 0, None);
@@ -129,16 +129,11 @@ async fn a_pooled_connection_that_ollama_closed_is_not_handed_out() {
 
 #[tokio::test]
 async fn a_connection_still_sending_its_request_body_is_closed_not_pooled() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, client) = listen().await;
     let server = tokio::spawn(async move {
         // Answers at once without reading the body, then waits for the connection to end.
-        let (mut stream, _) = listener.accept().await.unwrap();
-        read_head(&mut stream).await;
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .await
-            .unwrap();
+        let empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mut stream = answer_next(&listener, empty).await;
         let mut buf = [0u8; 1024];
         loop {
             match stream.read(&mut buf).await {
@@ -147,7 +142,6 @@ async fn a_connection_still_sending_its_request_body_is_closed_not_pooled() {
             }
         }
     });
-    let client = client_for(port);
     let (more, body) = crate::outbound::channel_body(1);
     more.send(Ok(bytes::Bytes::from_static(b"part")))
         .await
