@@ -2,6 +2,7 @@
 //! watched for the header and idle timeouts (see "Limits" in docs/behaviour.md). A request being
 //! held or streamed keeps its connection busy, never idle.
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -24,6 +25,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{handle, App};
+
+mod gate;
 
 /// The client timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -298,6 +301,13 @@ fn has_unread(fd: RawFd) -> bool {
     n > 0
 }
 
+/// What woke a connection's watchdog.
+enum Event {
+    Shutdown,
+    Pressure,
+    Timer,
+}
+
 /// Serves one client connection until it ends, a timeout or the connection limit closes it, or
 /// shutdown has let its last response finish.
 pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, app: Arc<App>, watch: Watch) {
@@ -318,6 +328,7 @@ pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, app: Arc<App>, 
         .serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = false;
+    let gate = gate::Gate::new();
     loop {
         // While busy (or idle but still writing a response out), look again after the shorter
         // timeout: the phase changes without waking us.
@@ -327,37 +338,52 @@ pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, app: Arc<App>, 
             Some((due, _)) => due,
             None => later,
         };
-        tokio::select! {
-            result = conn.as_mut() => {
+        let (shutdown, pressure, waiting) = (&shutdown, &pressure, !stopping);
+        let watch = async move {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if waiting => Event::Shutdown,
+                _ = pressure.notified() => Event::Pressure,
+                _ = tokio::time::sleep_until(wake_at) => Event::Timer,
+            }
+        };
+        tokio::pin!(watch);
+        gate.open();
+        // The connection is polled on every wake, the watchdog only on its own.
+        let event = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Err(result)),
+            Poll::Pending => gate.poll(cx, watch.as_mut()).map(Ok),
+        })
+        .await;
+        match event {
+            Err(result) => {
                 if let Err(e) = result {
                     tracing::debug!(%client, error = %e, "client connection ended");
                 }
                 return;
             }
-            _ = shutdown.cancelled(), if !stopping => {
+            Ok(Event::Shutdown) => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = pressure.notified() => {
+            Ok(Event::Pressure) => {
                 // Not if the next request is already waiting in the socket: it would be lost.
                 if activity.idle() && !has_unread(fd) {
                     tracing::debug!(%client, "closing an idle client connection: all connection slots are taken");
                     return;
                 }
             }
-            _ = tokio::time::sleep_until(wake_at) => {
-                match activity.deadline(timeouts) {
-                    Some((due, IDLE)) if due <= Instant::now() && activity.idle() => {
-                        tracing::debug!(%client, "closing an idle client connection");
-                        return;
-                    }
-                    Some((due, HEADERS)) if due <= Instant::now() => {
-                        tracing::debug!(%client, "client sent no complete request head in time; closing");
-                        return;
-                    }
-                    _ => {}
+            Ok(Event::Timer) => match activity.deadline(timeouts) {
+                Some((due, IDLE)) if due <= Instant::now() && activity.idle() => {
+                    tracing::debug!(%client, "closing an idle client connection");
+                    return;
                 }
-            }
+                Some((due, HEADERS)) if due <= Instant::now() => {
+                    tracing::debug!(%client, "client sent no complete request head in time; closing");
+                    return;
+                }
+                _ => {}
+            },
         }
     }
 }
