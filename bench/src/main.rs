@@ -180,7 +180,11 @@ async fn main() -> anyhow::Result<()> {
     let direct = fake.url();
     let caddy = Caddy::start(&fake.url())?;
     // The least a hyper reverse proxy does per request (no checks, no rewriting), for scale.
-    let floor = Proxy::start_exe(&format!("{release}/bench-floor"), &fake.url(), &[]).await?;
+    let floor_exe = format!("{release}/bench-floor");
+    let floor = Proxy::start_exe(&floor_exe, &fake.url(), &[]).await?;
+    // The same on one single-threaded runtime per core, as nginx runs a worker per core.
+    let per_core = [("FLOOR_MODE", "percore")];
+    let floor_pc = Proxy::start_with(&floor_exe, &fake.url(), &[], &per_core).await?;
     // BENCH_PROXY_BEFORE=path/to/ollama-proxy: another build measured in the same run (A/B).
     let before = match std::env::var("BENCH_PROXY_BEFORE") {
         Ok(exe) => Some(Proxy::start_exe(&exe, &fake.url(), &[]).await?),
@@ -207,6 +211,11 @@ async fn main() -> anyhow::Result<()> {
             url: floor.url(""),
             pid: floor.pid(),
         },
+        Target {
+            name: "hyper floor, per core",
+            url: floor_pc.url(""),
+            pid: floor_pc.pid(),
+        },
     ];
     if let Some(b) = &before {
         targets.push(Target {
@@ -225,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
         "/api/version",
         "GET /api/version, forwarded (Ollama awake)",
     )?;
-    drop((caddy, floor, before));
+    drop((caddy, floor, floor_pc, before));
     if std::env::var("BENCH_ONLY").as_deref() == Ok("version") {
         return Ok(());
     }
@@ -254,7 +263,7 @@ async fn main() -> anyhow::Result<()> {
     stream::wake_release(&release, &wake_args).await?;
 
     let size = std::fs::metadata(format!("{release}/ollama-proxy"))?.len();
-    println!("\n### Release binary\n\n| binary | size |\n|---|---:|\n| target/release/ollama-proxy (stripped, thin LTO) | {:.2} MiB |", size as f64 / 1048576.0);
+    println!("\n### Release binary\n\n| binary | size |\n|---|---:|\n| target/release/ollama-proxy (stripped, fat LTO) | {:.2} MiB |", size as f64 / 1048576.0);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -206,9 +206,20 @@ impl Proxy {
 
     /// Starts the binary `exe` (another build of ollama-proxy, for an A/B run).
     pub async fn start_exe(exe: &str, ollama: &str, extra: &[&str]) -> anyhow::Result<Proxy> {
+        Self::start_with(exe, ollama, extra, &[]).await
+    }
+
+    /// As [`Proxy::start_exe`], with these environment variables set.
+    pub async fn start_with(
+        exe: &str,
+        ollama: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proxy> {
         let mut child = Command::new(exe)
             .args(["--bind", "127.0.0.1", "--port", "0", "--ollama-url", ollama])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn,ollama_proxy::server=info")
             // In memory, as before the cache had a default file: runs do not see each other's.
             .env("CACHE_FILE", "")
