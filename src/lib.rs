@@ -39,6 +39,8 @@ pub(crate) mod several;
 pub(crate) mod signals;
 pub(crate) mod sleep;
 pub(crate) mod status;
+#[cfg(test)]
+mod test_waker;
 pub(crate) mod throttle;
 pub(crate) mod units;
 pub(crate) mod upstream;

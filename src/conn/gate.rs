@@ -11,8 +11,9 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
+#[derive(Default)]
 pub(crate) struct Gate {
-    /// Woken since the last poll through the gate (or a new future not yet polled).
+    /// Woken since the last poll through the gate, or opened for a new future.
     woken: AtomicBool,
     task: AtomicWaker,
 }
@@ -29,14 +30,8 @@ impl Wake for Gate {
 }
 
 impl Gate {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Gate {
-            woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        })
-    }
-
-    /// The next future passed to [`Gate::poll`] is a new one: its first poll goes through.
+    /// The next future passed to [`Gate::poll`] is a new one: its first poll goes through. Called
+    /// before the first.
     pub(crate) fn open(&self) {
         self.woken.store(true, Ordering::Release);
     }
@@ -60,15 +55,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    /// Counts the wakes that reach the task.
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_waker::counting;
 
     /// Counts its polls; keeps the waker of the last one.
     struct Probe {
@@ -86,10 +73,10 @@ mod tests {
 
     #[test]
     fn polls_only_after_a_wake_of_its_own_and_passes_the_wake_on() {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let task = Waker::from(Arc::clone(&count));
+        let (task, wakes) = counting();
         let mut cx = Context::from_waker(&task);
-        let gate = Gate::new();
+        let gate = Arc::new(Gate::default());
+        gate.open();
         let mut probe = Probe {
             polls: 0,
             waker: None,
@@ -101,7 +88,7 @@ mod tests {
         assert_eq!(probe.polls, 1);
         // Its own wake reaches the task, and the next poll goes through.
         probe.waker.take().unwrap().wake();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(wakes.count(), 1);
         assert!(gate.poll(&mut cx, Pin::new(&mut probe)).is_pending());
         assert!(gate.poll(&mut cx, Pin::new(&mut probe)).is_pending());
         assert_eq!(probe.polls, 2);

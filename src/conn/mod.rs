@@ -328,7 +328,7 @@ pub(crate) async fn serve(stream: TcpStream, client: SocketAddr, app: Arc<App>, 
         .serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = false;
-    let gate = gate::Gate::new();
+    let gate = Arc::new(gate::Gate::default());
     loop {
         // While busy (or idle but still writing a response out), look again after the shorter
         // timeout: the phase changes without waking us.

@@ -74,20 +74,11 @@ impl Quiet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    /// Counts the wakes that reach the task.
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_waker::counting;
 
     #[test]
     fn a_wake_during_the_poll_polls_again_and_one_after_it_reaches_the_task() {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let task = Waker::from(Arc::clone(&count));
+        let (task, wakes) = counting();
         let mut cx = Context::from_waker(&task);
         let quiet = Quiet::new();
         // Woken during its first round: polled again, and the task is not woken.
@@ -103,16 +94,16 @@ mod tests {
         });
         assert!(polled.is_pending());
         assert_eq!(rounds, 2);
-        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(wakes.count(), 0);
         // A wake after the poll, through the waker it kept: reaches the task.
         kept.take().unwrap().wake();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(wakes.count(), 1);
         // Woken in every round: after the last one the task is woken, never lost.
         let polled: Poll<()> = quiet.poll(&mut cx, |qcx| {
             qcx.waker().wake_by_ref();
             Poll::Pending
         });
         assert!(polled.is_pending());
-        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(wakes.count(), 2);
     }
 }
